@@ -1,0 +1,128 @@
+"""The admin for operations. Optuna owns trial data, so trials are read-only here."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from studies.models import CommandObjective, Job, Study, Trial
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "directions", "objective", "created_at", "page_link")
+    list_filter = ("objective",)
+    search_fields = ("name",)
+    raw_id_fields = ("owner",)
+    readonly_fields = ("directions", "user_attrs", "system_attrs", "param_distributions")
+
+    @admin.display(description="page")
+    def page_link(self, obj: Study) -> str:
+        return format_html('<a href="{}">open</a>', obj.get_absolute_url())
+
+
+@admin.register(Trial)
+class TrialAdmin(admin.ModelAdmin):
+    list_display = ("study", "number", "state", "value", "datetime_start", "heartbeat", "page_link")
+    list_filter = ("state",)
+    search_fields = ("study__name",)
+    list_select_related = ("study",)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="page")
+    def page_link(self, obj: Trial) -> str:
+        return format_html('<a href="{}">open</a>', obj.get_absolute_url())
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "study",
+        "objective",
+        "mode",
+        "status",
+        "progress_text",
+        "created_at",
+        "page_link",
+    )
+    list_filter = ("status", "mode")
+    search_fields = ("study__name", "objective")
+    list_select_related = ("study",)
+    actions = ["cancel_jobs", "retry_jobs"]
+    readonly_fields = [f.name for f in Job._meta.fields] + ["progress_text", "page_link"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        # Jobs start from the API or the study page, which validate them.
+        return False
+
+    @admin.display(description="progress")
+    def progress_text(self, obj: Job) -> str:
+        p = obj.progress()
+        done = p["complete"] + p["pruned"]
+        return f"{done}/{p['n_trials']} ({p['running']} running, {p['failed']} failed)"
+
+    @admin.display(description="page")
+    def page_link(self, obj: Job) -> str:
+        # A job's progress lives on its study's page.
+        return format_html('<a href="{}#jobs">open</a>', obj.study.get_absolute_url())
+
+    @admin.action(description="Cancel the selected jobs")
+    def cancel_jobs(self, request, queryset) -> None:
+        cancelled = sum(job.cancel() for job in queryset)
+        self.message_user(request, f"Cancelled {cancelled} job(s).", messages.SUCCESS)
+
+    @admin.action(description="Retry the selected failed or cancelled jobs")
+    def retry_jobs(self, request, queryset) -> None:
+        retried = sum(job.retry() for job in queryset)
+        skipped = queryset.count() - retried
+        self.message_user(request, f"Queued {retried} job(s) again.", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request,
+                f"Skipped {skipped} job(s): only failed, cancelled or timed-out jobs are retried.",
+                messages.WARNING,
+            )
+
+
+class CommandObjectiveForm(forms.ModelForm):
+    argv = forms.JSONField(help_text=CommandObjective._meta.get_field("argv").help_text)
+    directions = forms.JSONField(initial=["minimize"], help_text='["minimize"] or ["maximize"]')
+    search_space = forms.JSONField(
+        required=False, initial=dict, help_text="The hub's search-space JSON, as for studies."
+    )
+    environment = forms.JSONField(
+        required=False, initial=dict, help_text="Extra environment variables: {NAME: value}."
+    )
+
+    class Meta:
+        model = CommandObjective
+        fields = [
+            "name",
+            "description",
+            "argv",
+            "directions",
+            "search_space",
+            "working_directory",
+            "environment",
+            "timeout",
+            "enabled",
+        ]
+
+    def clean_search_space(self) -> dict:
+        return self.cleaned_data.get("search_space") or {}
+
+    def clean_environment(self) -> dict:
+        return self.cleaned_data.get("environment") or {}
+
+
+@admin.register(CommandObjective)
+class CommandObjectiveAdmin(admin.ModelAdmin):
+    form = CommandObjectiveForm
+    list_display = ("name", "argv", "directions", "timeout", "enabled", "updated_at")
+    list_filter = ("enabled",)
+    search_fields = ("name", "description")

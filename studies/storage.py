@@ -1,0 +1,646 @@
+"""Optuna's storage interface over the hub's Django models.
+
+Every path in the hub goes through DjangoStorage: workers run
+``optuna.load_study(storage=DjangoStorage())``, the REST ask/tell endpoints call
+``study.ask()``/``study.tell()``, and imports are ``optuna.copy_study``.
+
+Concurrency: processes coordinate through the database only. Writes to a trial
+are read-modify-write transactions on its row (``SELECT ... FOR UPDATE`` on
+PostgreSQL; SQLite's IMMEDIATE transactions serialize writers). A new trial
+takes the next number under a lock on its study's row, so numbers are unique
+and gap-free per study.
+
+Speed: finished trials are immutable, so each DjangoStorage caches them and a
+sampler's ``get_all_trials`` reads only trials that are new or were unfinished
+at the previous read: one query returning a handful of rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import functools
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Container, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import optuna
+from django.db import IntegrityError, connections, transaction
+from django.utils import timezone
+from optuna.distributions import (
+    BaseDistribution,
+    check_distribution_compatibility,
+    distribution_to_json,
+    json_to_distribution,
+)
+from optuna.exceptions import DuplicatedStudyError
+from optuna.storages import BaseStorage
+from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
+
+from studies.models import TRIAL_ROW_FIELDS, Study, Trial, first_value
+
+StaleTrialCallback = Callable[["optuna.Study", FrozenTrial], None]
+
+
+TRIAL_TABLE = Trial._meta.db_table
+STUDY_TABLE = Study._meta.db_table
+JSON_COLUMNS = {"values", "params", "distributions", "intermediate_values"}
+JSON_COLUMNS |= {"user_attrs", "system_attrs"}
+# What an INSERT writes besides study_id and number.
+NEW_TRIAL_COLUMNS = ["state", "values", "value", *TRIAL_ROW_FIELDS[4:]]
+
+
+def quote(columns: Sequence[str]) -> str:
+    # "values" is an SQL keyword: quote every column.
+    return ", ".join(f'"{c}"' for c in columns)
+
+
+TRIAL_COLUMNS = quote(TRIAL_ROW_FIELDS)
+
+
+def _decode_datetime(value: Any) -> datetime | None:
+    # PostgreSQL returns aware datetimes; SQLite returns Django's naive-UTC text.
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value
+
+
+def decode_row(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A raw trial row (TRIAL_ROW_FIELDS order) as frozen_trial_from_row takes it."""
+    trial_id, number, state, values, *json_columns, start, complete = row
+    return (
+        trial_id,
+        number,
+        state,
+        None if values is None else json.loads(values),
+        *(json.loads(v) for v in json_columns),
+        _decode_datetime(start),
+        _decode_datetime(complete),
+    )
+
+
+class _SQLiteWriterQueue:
+    """Hands SQLite's write lock from writer to writer without polling.
+
+    A writer that finds SQLite's lock taken sleeps in SQLite's busy handler for
+    1, 2, 5, ... up to 100 ms between tries, so under contention a trial's write
+    can wait far longer than the lock is held. Writers of this storage queue
+    instead: on a thread lock within a process, and on an flock of a file beside
+    the database across processes; both wake the next writer as soon as the lock
+    is released. Other writers (the ORM elsewhere) still use the busy handler.
+    """
+
+    def __init__(self, database: str) -> None:
+        self.thread_lock = threading.Lock()
+        self.fd = os.open(f"{database}.writers", os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self.thread_lock:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
+_writer_queues: dict[str, _SQLiteWriterQueue] = {}
+_writer_queues_lock = threading.Lock()
+
+
+def _writer_queue(database: str) -> _SQLiteWriterQueue:
+    queue = _writer_queues.get(database)
+    if queue is None:
+        with _writer_queues_lock:
+            queue = _writer_queues.get(database)
+            if queue is None:
+                queue = _writer_queues[database] = _SQLiteWriterQueue(database)
+    return queue
+
+
+def _forget_writer_queues() -> None:
+    # flock locks belong to the open file: a forked worker that kept its parent's
+    # file would hold the parent's lock instead of queueing for it.
+    global _writer_queues_lock
+    _writer_queues.clear()
+    _writer_queues_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_writer_queues)
+
+
+@contextlib.contextmanager
+def write_transaction(using: str) -> Iterator[None]:
+    """A transaction for a storage write; on SQLite, writers queue for the lock in order."""
+    connection = connections[using]
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        # Inside an outer transaction SQLite's lock is already held (IMMEDIATE):
+        # waiting on the queue here could deadlock against a queued writer.
+        with transaction.atomic(using=using):
+            yield
+        return
+    queue = _writer_queue(str(connection.settings_dict["NAME"]))
+    with queue.hold(), transaction.atomic(using=using):
+        yield
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_distribution(dist_json: str) -> BaseDistribution:
+    # Trials of one study share a handful of distributions: parse each once.
+    return json_to_distribution(dist_json)
+
+
+def to_local_naive(dt: datetime | None) -> datetime | None:
+    """Optuna's datetimes are naive local time (datetime.now()); ours are aware UTC."""
+    return None if dt is None else dt.astimezone().replace(tzinfo=None)
+
+
+def to_aware(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    # A naive datetime is local time, as Optuna creates it.
+    return dt.astimezone(UTC)
+
+
+def frozen_trial_from_row(
+    trial_id: int,
+    number: int,
+    state: int,
+    values: list[float] | None,
+    params: dict[str, float],
+    distributions: dict[str, str],
+    intermediate_values: dict[str, float],
+    user_attrs: dict[str, Any],
+    system_attrs: dict[str, Any],
+    datetime_start: datetime | None,
+    datetime_complete: datetime | None,
+) -> FrozenTrial:
+    dists = {name: parse_distribution(d) for name, d in distributions.items()}
+    return FrozenTrial(
+        number=number,
+        state=TrialState(state),
+        value=None,
+        values=values,
+        datetime_start=to_local_naive(datetime_start),
+        datetime_complete=to_local_naive(datetime_complete),
+        params={name: dists[name].to_external_repr(v) for name, v in params.items()},
+        distributions=dists,
+        user_attrs=user_attrs,
+        system_attrs=system_attrs,
+        intermediate_values={int(step): v for step, v in intermediate_values.items()},
+        trial_id=trial_id,
+    )
+
+
+class _StudyTrials:
+    """One study's trials as this process last read them, ordered by number."""
+
+    def __init__(self) -> None:
+        self.trials: list[FrozenTrial] = []
+        self.position: dict[int, int] = {}  # trial_id -> index in self.trials
+        self.unfinished: set[int] = set()
+        self.last_id = 0
+
+    def merge(self, rows: list[tuple[Any, ...]]) -> None:
+        out_of_order = False
+        for row in rows:
+            trial = frozen_trial_from_row(*row)
+            trial_id = trial._trial_id
+            if trial_id in self.position:
+                self.trials[self.position[trial_id]] = trial
+            else:
+                out_of_order |= bool(self.trials) and trial.number < self.trials[-1].number
+                self.position[trial_id] = len(self.trials)
+                self.trials.append(trial)
+                self.last_id = max(self.last_id, trial_id)
+            if trial.state.is_finished():
+                self.unfinished.discard(trial_id)
+            else:
+                self.unfinished.add(trial_id)
+        if out_of_order:
+            self.trials.sort(key=lambda t: t.number)
+            self.position = {t._trial_id: i for i, t in enumerate(self.trials)}
+
+
+class DjangoStorage(BaseStorage, BaseHeartbeat):
+    """An Optuna storage whose rows are the hub's Study and Trial models.
+
+    ``heartbeat_interval``, ``grace_period`` and ``heartbeat_stale_trial_callback``
+    (formerly ``failed_trial_callback``) work as for ``optuna.storages.RDBStorage``;
+    ``using`` names the Django database alias.
+    """
+
+    def __init__(
+        self,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
+        heartbeat_stale_trial_callback: StaleTrialCallback | None = None,
+        using: str = "default",
+        failed_trial_callback: StaleTrialCallback | None = None,
+    ) -> None:
+        if heartbeat_interval is not None and heartbeat_interval <= 0:
+            raise ValueError("heartbeat_interval must be a positive integer.")
+        if grace_period is not None and grace_period <= 0:
+            raise ValueError("grace_period must be a positive integer.")
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.heartbeat_stale_trial_callback = (
+            heartbeat_stale_trial_callback or failed_trial_callback
+        )
+        self.using = using
+        self._init_cache()
+
+    @property
+    def _study_rows(self) -> Any:
+        return Study.objects.db_manager(self.using)
+
+    @property
+    def _trial_rows(self) -> Any:
+        return Trial.objects.db_manager(self.using)
+
+    def _init_cache(self) -> None:
+        self._lock = threading.RLock()
+        self._studies: dict[int, _StudyTrials] = {}
+        self._directions: dict[int, list[StudyDirection]] = {}
+        self._param_distributions: dict[int, dict[str, str]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in ("_lock", "_studies", "_directions", "_param_distributions"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_cache()
+
+    # Studies
+
+    def create_new_study(
+        self, directions: Sequence[StudyDirection], study_name: str | None = None
+    ) -> int:
+        if study_name is None:
+            study_name = DEFAULT_STUDY_NAME_PREFIX + str(uuid.uuid4())
+        try:
+            with write_transaction(self.using):
+                study = self._study_rows.create(
+                    name=study_name, directions=[d.name.lower() for d in directions]
+                )
+        except IntegrityError:
+            raise DuplicatedStudyError(f"A study named '{study_name}' already exists.") from None
+        return study.pk
+
+    def delete_study(self, study_id: int) -> None:
+        deleted, _ = self._study_rows.filter(pk=study_id).delete()
+        if not deleted:
+            raise KeyError(f"No study with study_id {study_id} exists.")
+        with self._lock:
+            self._studies.pop(study_id, None)
+            self._param_distributions.pop(study_id, None)
+
+    def _set_study_attr(self, study_id: int, column: str, key: str, value: Any) -> None:
+        with write_transaction(self.using):
+            attrs = self._study_column(study_id, column, for_update=True)
+            attrs[key] = value
+            self._study_rows.filter(pk=study_id).update(**{column: attrs})
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._set_study_attr(study_id, "user_attrs", key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._set_study_attr(study_id, "system_attrs", key, value)
+
+    def _study_column(self, study_id: int, column: str, for_update: bool = False) -> Any:
+        query = self._study_rows.filter(pk=study_id)
+        if for_update:
+            query = query.select_for_update()
+        found = list(query.values_list(column, flat=True)[:1])
+        if not found:
+            raise KeyError(f"No study with study_id {study_id} exists.")
+        return found[0]
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        found = list(self._study_rows.filter(name=study_name).values_list("id", flat=True)[:1])
+        if not found:
+            raise KeyError(f"No such study {study_name}.")
+        return found[0]
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self._study_column(study_id, "name")
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        # Directions never change: read them once per process.
+        if study_id not in self._directions:
+            names = self._study_column(study_id, "directions")
+            self._directions[study_id] = [StudyDirection[n.upper()] for n in names]
+        return list(self._directions[study_id])
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._study_column(study_id, "user_attrs")
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._study_column(study_id, "system_attrs")
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        rows = self._study_rows.order_by("id").values_list(
+            "id", "name", "directions", "user_attrs", "system_attrs"
+        )
+        return [
+            FrozenStudy(
+                study_name=name,
+                direction=None,
+                directions=[StudyDirection[n.upper()] for n in directions],
+                user_attrs=user_attrs,
+                system_attrs=system_attrs,
+                study_id=study_id,
+            )
+            for study_id, name, directions, user_attrs, system_attrs in rows
+        ]
+
+    # Trials. The statements of the optimize loop are plain SQL: building them
+    # through the ORM cost more than running them.
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(sql, params)
+
+    def _for_update(self) -> str:
+        return " FOR UPDATE" if connections[self.using].features.has_select_for_update else ""
+
+    def _adapt_datetime(self, dt: datetime | None) -> Any:
+        return connections[self.using].ops.adapt_datetimefield_value(dt)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        empty: dict[str, Any] = {}
+        row: dict[str, Any] = {
+            "state": TrialState.RUNNING,
+            "datetime_start": timezone.now(),
+            **dict.fromkeys(["params", "distributions", "intermediate_values"], empty),
+            **dict.fromkeys(["user_attrs", "system_attrs"], empty),
+        }
+        if template_trial is not None:
+            t = template_trial
+            row = {
+                "state": t.state,
+                "values": t.values,
+                "value": first_value(t.values),
+                "params": {
+                    name: t.distributions[name].to_internal_repr(value)
+                    for name, value in t.params.items()
+                },
+                "distributions": {
+                    name: distribution_to_json(d) for name, d in t.distributions.items()
+                },
+                "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
+                "user_attrs": t.user_attrs,
+                "system_attrs": t.system_attrs,
+                "datetime_start": to_aware(t.datetime_start),
+                "datetime_complete": to_aware(t.datetime_complete),
+            }
+            self._register_distributions(study_id, row["distributions"])
+        columns = ["study_id", "number", *NEW_TRIAL_COLUMNS]
+        values = [self._encode(name, row.get(name)) for name in NEW_TRIAL_COLUMNS]
+        with write_transaction(self.using):
+            # Locking the study row serializes numbering within the study. The
+            # maximum is read after the lock is held: a statement's snapshot
+            # is taken when it starts, so it must not be part of the locking one.
+            if not self._rows(
+                f"SELECT id FROM {STUDY_TABLE} WHERE id = %s{self._for_update()}", [study_id]
+            ):
+                raise KeyError(f"No study with study_id {study_id} exists.")
+            ((last,),) = self._rows(
+                f"SELECT MAX(number) FROM {TRIAL_TABLE} WHERE study_id = %s", [study_id]
+            )
+            number = 0 if last is None else last + 1
+            placeholders = ", ".join(["%s"] * len(columns))
+            (trial_id,) = self._rows(
+                f"INSERT INTO {TRIAL_TABLE} ({quote(columns)}) VALUES ({placeholders}) "
+                "RETURNING id",
+                [study_id, number, *values],
+            )[0]
+        return trial_id
+
+    def _encode(self, column: str, value: Any) -> Any:
+        if column in JSON_COLUMNS:
+            return None if value is None else json.dumps(value)
+        if column.startswith("datetime") or column == "heartbeat":
+            return self._adapt_datetime(value)
+        return int(value) if column == "state" else value
+
+    def _locked_trial(self, trial_id: int, *columns: str) -> tuple[Any, ...]:
+        """Lock a trial's row and return (state, *columns); the trial must be updatable."""
+        found = self._rows(
+            f"SELECT {quote(['state', *columns])} FROM {TRIAL_TABLE} "
+            f"WHERE id = %s{self._for_update()}",
+            [trial_id],
+        )
+        if not found:
+            raise KeyError(f"No trial with trial_id {trial_id} exists.")
+        state, *rest = found[0]
+        self.check_trial_is_updatable(trial_id, TrialState(state))
+        decoded = [
+            json.loads(v) if c in JSON_COLUMNS else v for c, v in zip(columns, rest, strict=True)
+        ]
+        return (state, *decoded)
+
+    def _register_distributions(self, study_id: int, distributions: dict[str, str]) -> None:
+        """Check each distribution against the study's first one for that name; record new names."""
+        known = self._param_distributions.setdefault(study_id, {})
+        if all(name in known for name in distributions):
+            for name, dist_json in distributions.items():
+                if known[name] != dist_json:
+                    check_distribution_compatibility(
+                        parse_distribution(known[name]), parse_distribution(dist_json)
+                    )
+            return
+        # A name this process has not seen: consult (and extend) the study's record.
+        with write_transaction(self.using):
+            recorded = self._study_column(study_id, "param_distributions", for_update=True)
+            for name, dist_json in distributions.items():
+                if name in recorded:
+                    check_distribution_compatibility(
+                        parse_distribution(recorded[name]), parse_distribution(dist_json)
+                    )
+            new = {n: d for n, d in distributions.items() if n not in recorded}
+            if new:
+                recorded.update(new)
+                self._study_rows.filter(pk=study_id).update(param_distributions=recorded)
+        known.update(recorded)
+
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+    ) -> None:
+        dist_json = distribution_to_json(distribution)
+        with write_transaction(self.using):
+            _, params, dists, study_id = self._locked_trial(
+                trial_id, "params", "distributions", "study_id"
+            )
+            self._register_distributions(study_id, {param_name: dist_json})
+            params[param_name] = param_value_internal
+            dists[param_name] = dist_json
+            self._execute(
+                f"UPDATE {TRIAL_TABLE} SET params = %s, distributions = %s WHERE id = %s",
+                [json.dumps(params), json.dumps(dists), trial_id],
+            )
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        with write_transaction(self.using):
+            (current,) = self._locked_trial(trial_id)
+            if state == TrialState.RUNNING and current != TrialState.WAITING:
+                return False
+            update: dict[str, Any] = {"state": state}
+            if values is not None:
+                update["values"] = [float(v) for v in values]
+                update["value"] = first_value(update["values"])
+            if state == TrialState.RUNNING:
+                update["datetime_start"] = timezone.now()
+            if state.is_finished():
+                update["datetime_complete"] = timezone.now()
+            assignments = ", ".join(f"{quote([name])} = %s" for name in update)
+            (row,) = self._rows(
+                f"UPDATE {TRIAL_TABLE} SET {assignments} WHERE id = %s RETURNING {TRIAL_COLUMNS}",
+                [*(self._encode(k, v) for k, v in update.items()), trial_id],
+            )
+        if state.is_finished():
+            self._remember_finished(frozen_trial_from_row(*decode_row(row)))
+        return True
+
+    def _remember_finished(self, trial: FrozenTrial) -> None:
+        # The trial is final: later reads of it in this process need no query.
+        with self._lock:
+            for cached in self._studies.values():
+                position = cached.position.get(trial._trial_id)
+                if position is not None:
+                    cached.trials[position] = trial
+                    cached.unfinished.discard(trial._trial_id)
+
+    def _set_trial_json(self, trial_id: int, column: str, key: str, value: Any) -> None:
+        with write_transaction(self.using):
+            _, mapping = self._locked_trial(trial_id, column)
+            mapping[key] = value
+            self._execute(
+                f"UPDATE {TRIAL_TABLE} SET {column} = %s WHERE id = %s",
+                [json.dumps(mapping), trial_id],
+            )
+
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        self._set_trial_json(trial_id, "intermediate_values", str(step), float(intermediate_value))
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._set_trial_json(trial_id, "user_attrs", key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._set_trial_json(trial_id, "system_attrs", key, value)
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        found = list(
+            self._trial_rows.filter(study_id=study_id, number=trial_number).values_list(
+                "id", flat=True
+            )[:1]
+        )
+        if not found:
+            raise KeyError(f"No trial with trial number {trial_number} in study {study_id}.")
+        return found[0]
+
+    def get_trial_param(self, trial_id: int, param_name: str) -> float:
+        found = list(self._trial_rows.filter(pk=trial_id).values_list("params", flat=True)[:1])
+        if not found:
+            raise KeyError(f"No trial with trial_id {trial_id} exists.")
+        return found[0][param_name]
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        with self._lock:
+            for cached in self._studies.values():
+                position = cached.position.get(trial_id)
+                if position is not None and trial_id not in cached.unfinished:
+                    return cached.trials[position]
+        found = self._rows(f"SELECT {TRIAL_COLUMNS} FROM {TRIAL_TABLE} WHERE id = %s", [trial_id])
+        if not found:
+            raise KeyError(f"No trial with trial_id {trial_id} exists.")
+        return frozen_trial_from_row(*decode_row(found[0]))
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        with self._lock:
+            cached = self._studies.get(study_id)
+            if cached is None:
+                self._study_column(study_id, "id")  # KeyError for an unknown study
+                cached = self._studies[study_id] = _StudyTrials()
+            # Only trials that are new, or were unfinished at the last read.
+            unfinished = sorted(cached.unfinished)
+            condition, params = "id > %s", [cached.last_id]
+            if len(unfinished) > 500:
+                condition, params = "id >= %s", [unfinished[0]]
+            elif unfinished:
+                condition += f" OR id IN ({', '.join(['%s'] * len(unfinished))})"
+                params += unfinished
+            rows = self._rows(
+                f"SELECT {TRIAL_COLUMNS} FROM {TRIAL_TABLE} "
+                f"WHERE study_id = %s AND ({condition}) ORDER BY number",
+                [study_id, *params],
+            )
+            cached.merge([decode_row(row) for row in rows])
+            trials = cached.trials
+            if states is not None:
+                trials = [t for t in trials if t.state in states]
+            else:
+                trials = list(trials)
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    # Heartbeats
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self._trial_rows.filter(pk=trial_id).update(heartbeat=timezone.now())
+        if threading.current_thread() is not threading.main_thread():
+            # Optuna beats from a short-lived thread per trial: don't leave one
+            # database connection behind for every trial.
+            connections[self.using].close()
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        assert self.heartbeat_interval is not None
+        grace = self.grace_period or 2 * self.heartbeat_interval
+        return list(
+            self._trial_rows.filter(
+                study_id=study_id,
+                state=TrialState.RUNNING,
+                heartbeat__lt=timezone.now() - timedelta(seconds=grace),
+            ).values_list("id", flat=True)
+        )
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> StaleTrialCallback | None:
+        return self.heartbeat_stale_trial_callback
+
+
+@functools.cache
+def get_storage() -> DjangoStorage:
+    """The process's shared DjangoStorage, so its trial cache serves every request."""
+    return DjangoStorage()

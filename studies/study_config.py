@@ -1,0 +1,219 @@
+"""Validation of a whole study's configuration, shared by the REST API and the pages.
+
+``clean_study_config(data, instance=None)`` takes JSON-like input (what a client
+posts, or a form's parsed fields) and returns the complete, normalized
+configuration, ready to assign to a Study row:
+
+    {"name": str, "directions": ["minimize" | "maximize", ...],
+     "sampler": {"type", "options", "seed"}, "pruner": {"type", "options"},
+     "search_space": {...}, "objective": "" or a registered name, "user_attrs": {...}}
+
+With ``instance`` the data is a partial update: missing keys keep the
+instance's values. Anything invalid raises ``studies.search_space.ConfigError``
+whose ``field`` names the key (e.g. "search_space.lr.low") and whose
+``message`` says why; the API turns it into ``400 {field: [message]}``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from typing import Any
+
+from optuna.distributions import check_distribution_compatibility
+
+from studies.models import Study
+from studies.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, validate_pruner, validate_sampler
+from studies.search_space import ConfigError, SearchSpace, to_distribution, validate_search_space
+from studies.storage import parse_distribution
+
+FIELDS = ("name", "directions", "sampler", "pruner", "search_space", "objective", "user_attrs")
+DIRECTIONS = ("minimize", "maximize")
+NAME_MAX_LENGTH = Study._meta.get_field("name").max_length
+OBJECTIVE_MAX_LENGTH = Study._meta.get_field("objective").max_length
+MAX_EXACT_INT = 2**53
+# More objectives than this is a mistake, not a study.
+MAX_DIRECTIONS = 32
+
+
+def clean_study_config(data: dict[str, Any], *, instance: Study | None = None) -> dict[str, Any]:
+    """Return the complete normalized configuration or raise ConfigError naming the field."""
+    if not isinstance(data, dict):
+        raise ConfigError("non_field_errors", "must be an object")
+    current = _current(instance)
+
+    def given(key: str) -> Any:
+        return data[key] if key in data else current[key]
+
+    config: dict[str, Any] = {}
+    config["name"] = clean_name(given("name"), instance)
+    config["directions"] = clean_directions(given("directions"), instance)
+    for key in ("search_space", "sampler", "pruner"):
+        check_json(key, given(key))
+    search_space = clean_search_space(given("search_space"))
+    if instance is not None:
+        check_compatible(search_space, instance.param_distributions)
+    config["search_space"] = search_space
+    config["sampler"] = validate_sampler(given("sampler"), search_space)
+    check_sampler_installed(config["sampler"]["type"])
+    config["pruner"] = validate_pruner(given("pruner"))
+    config["objective"] = clean_objective(
+        given("objective"), config["directions"], config["search_space"]
+    )
+    config["user_attrs"] = clean_user_attrs(given("user_attrs"))
+    return config
+
+
+def _current(instance: Study | None) -> dict[str, Any]:
+    if instance is None:
+        return {
+            "name": None,
+            "directions": None,
+            "sampler": DEFAULT_SAMPLER,
+            "pruner": DEFAULT_PRUNER,
+            "search_space": {},
+            "objective": "",
+            "user_attrs": {},
+        }
+    return {field: getattr(instance, field) for field in FIELDS}
+
+
+def check_text(field: str, value: str) -> None:
+    # The databases store UTF-8 text: a lone surrogate cannot be encoded, and
+    # PostgreSQL refuses NUL characters.
+    if "\x00" in value:
+        raise ConfigError(field, "must not contain NUL characters")
+    if not is_utf8(value):
+        raise ConfigError(field, "must be valid Unicode text (no lone surrogates)")
+
+
+def is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def clean_name(name: Any, instance: Study | None = None) -> str:
+    if name is None or (isinstance(name, str) and not name.strip()):
+        raise ConfigError("name", "is required")
+    if not isinstance(name, str):
+        raise ConfigError("name", "must be a string")
+    name = name.strip()
+    if len(name) > NAME_MAX_LENGTH:
+        raise ConfigError("name", f"must be at most {NAME_MAX_LENGTH} characters")
+    check_text("name", name)
+    others = Study.objects.filter(name=name)
+    if instance is not None:
+        others = others.exclude(pk=instance.pk)
+    if others.exists():
+        raise ConfigError("name", f"a study named {name!r} already exists")
+    return name
+
+
+def clean_directions(directions: Any, instance: Study | None = None) -> list[str]:
+    if directions is None:
+        directions = ["minimize"]
+    if isinstance(directions, str):
+        directions = [directions]
+    if not isinstance(directions, list) or not directions:
+        raise ConfigError("directions", 'must be a non-empty list of "minimize" or "maximize"')
+    if len(directions) > MAX_DIRECTIONS:
+        raise ConfigError("directions", f"may list at most {MAX_DIRECTIONS} objectives")
+    clean = []
+    for direction in directions:
+        if not isinstance(direction, str) or direction.lower() not in DIRECTIONS:
+            raise ConfigError("directions", f'{direction!r} is not "minimize" or "maximize"')
+        clean.append(direction.lower())
+    # Optuna studies never change direction: trials already told were judged by it.
+    if instance is not None and clean != list(instance.directions):
+        raise ConfigError("directions", "cannot change after the study is created")
+    return clean
+
+
+def clean_search_space(space: Any, field: str = "search_space") -> SearchSpace:
+    """validate_search_space, plus the ranges Optuna's samplers can actually sample."""
+    check_json(field, space)
+    clean = validate_search_space(space, field)
+    for name, spec in clean.items():
+        if spec["type"] == "int":
+            # Optuna keeps every parameter as a float: larger integers lose digits.
+            for key in ("low", "high"):
+                if abs(spec[key]) > MAX_EXACT_INT:
+                    raise ConfigError(f"{field}.{name}.{key}", "must be within ±2**53")
+        elif spec["type"] == "float" and not math.isfinite(spec["high"] - spec["low"]):
+            raise ConfigError(f"{field}.{name}.high", "high - low must be a finite float")
+    return clean
+
+
+# Samplers whose algorithm lives in an optional package, which Optuna imports
+# only at the first sample: check up front rather than fail every ask.
+SAMPLER_PACKAGES = {"cmaes": "cmaes", "gp": "torch"}
+
+
+def check_sampler_installed(kind: str) -> None:
+    package = SAMPLER_PACKAGES.get(kind)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(
+            "sampler.type", f"{kind} needs the {package} package, which this hub does not have"
+        )
+
+
+def check_compatible(search_space: SearchSpace, known: dict[str, str]) -> None:
+    """Reject parameters whose type or choices differ from what the study's trials used."""
+    for name, spec in search_space.items():
+        if name not in known:
+            continue
+        try:
+            check_distribution_compatibility(parse_distribution(known[name]), to_distribution(spec))
+        except ValueError as e:
+            raise ConfigError(
+                f"search_space.{name}",
+                f"is incompatible with the distribution earlier trials used ({e})",
+            ) from None
+
+
+def clean_objective(
+    objective: Any, directions: list[str], search_space: SearchSpace | None = None
+) -> str:
+    if objective is None or objective == "":
+        return ""
+    if not isinstance(objective, str):
+        raise ConfigError("objective", "must be null or the name of a registered objective")
+    if len(objective) > OBJECTIVE_MAX_LENGTH:
+        raise ConfigError("objective", f"{objective[:50]!r}... is not a registered objective")
+    check_text("objective", objective)
+    # Imported here: the objective registry imports models, and this module is
+    # imported by the API at start-up.
+    from studies.objectives import get_objective
+
+    info = get_objective(objective)
+    if info is None:
+        raise ConfigError("objective", f"{objective!r} is not a registered objective")
+    # The objective's own checks: its number of values, the spaces it can evaluate.
+    info.validate_for(directions, search_space)
+    return objective
+
+
+def clean_user_attrs(user_attrs: Any) -> dict[str, Any]:
+    if user_attrs is None:
+        return {}
+    if not isinstance(user_attrs, dict):
+        raise ConfigError("user_attrs", "must be an object")
+    check_json("user_attrs", user_attrs)
+    return user_attrs
+
+
+def check_json(field: str, value: Any) -> None:
+    """Reject strings a UTF-8 response could not carry, anywhere inside a JSON value."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and not is_utf8(item):
+            raise ConfigError(field, "must be valid Unicode text (no lone surrogates)")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
