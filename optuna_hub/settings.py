@@ -107,7 +107,10 @@ def database_from_url(url: str) -> dict:
         # WAL lets readers run beside the writer; IMMEDIATE transactions take the
         # write lock up front, so a web process and workers writing at once wait
         # for each other (up to `timeout`) instead of failing "database is locked".
-        config["CONN_MAX_AGE"] = 0
+        # Connections are kept (conn_max_age above): opening one costs a new file
+        # handle, the PRAGMAs and a schema parse, half of a random-sampler ask +
+        # tell over HTTP. A local file needs no health check.
+        config["CONN_HEALTH_CHECKS"] = False
         config["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,

@@ -555,14 +555,21 @@ class DjangoStorage(BaseStorage, BaseHeartbeat):
         self._set_trial_json(trial_id, "system_attrs", key, value)
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
-        found = list(
-            self._trial_rows.filter(study_id=study_id, number=trial_number).values_list(
-                "id", flat=True
-            )[:1]
+        # A trial's number and id never change: a cached trial answers (a tell over
+        # HTTP asks this twice). The cache is ordered by number, numbers are unique.
+        with self._lock:
+            cached = self._studies.get(study_id)
+            if cached is not None and 0 <= trial_number < len(cached.trials):
+                trial = cached.trials[trial_number]
+                if trial.number == trial_number:
+                    return trial._trial_id
+        found = self._rows(
+            f"SELECT id FROM {TRIAL_TABLE} WHERE study_id = %s AND number = %s",
+            [study_id, trial_number],
         )
         if not found:
             raise KeyError(f"No trial with trial number {trial_number} in study {study_id}.")
-        return found[0]
+        return found[0][0]
 
     def get_trial_param(self, trial_id: int, param_name: str) -> float:
         found = list(self._trial_rows.filter(pk=trial_id).values_list("params", flat=True)[:1])
