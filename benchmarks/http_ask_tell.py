@@ -1,15 +1,16 @@
 """Ask + tell over HTTP against a real gunicorn: throughput and latency.
 
-    .venv/bin/python benchmarks/http_ask_tell.py [--trials 1000] [--workers 2] [--threads 4]
+    .venv/bin/python benchmarks/http_ask_tell.py [--trials 1000] [--workers N] [--threads 1]
 
 For SQLite (a fresh file) and, when reachable, PostgreSQL (a scratch database
-on HUB_TEST_POSTGRES_URL), starts gunicorn on the hub, creates one TPE study
-(float, int and categorical parameters) over the API, then runs 1 and then 8
-concurrent clients (threads, one keep-alive session each) that ask and tell
-until the study has N trials. Prints trials/s and the p50 / p99 latency of
-the ask and tell requests as the clients saw them, and the machine's load
-average (anything else running shares the CPUs). ``--sampler random`` shows
-the API's own cost, without TPE's sampling, which grows with the trials.
+on HUB_TEST_POSTGRES_URL), starts gunicorn on the hub as `manage.py start` runs
+it (one sync worker per CPU), creates one TPE study (float, int and categorical
+parameters) over the API, then runs 1 and then 8 concurrent clients (threads,
+one session each) that ask and tell until the study has N trials. Prints
+trials/s and the p50 / p99 latency of the ask and tell requests as the clients
+saw them, and the machine's load average (anything else running shares the
+CPUs). ``--sampler random`` shows the API's own cost, without TPE's sampling,
+which grows with the trials.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def start_server(database_url: str, workers: int, threads: int) -> tuple[subproc
             str(threads),
             "--log-level",
             "warning",
+            "--no-control-socket",
         ],
         cwd=BASE_DIR,
         env=hub_env(database_url),
@@ -194,8 +196,12 @@ def run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count(), help="gunicorn workers (default: 1 per CPU)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads per worker (1: gunicorn's sync worker)"
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument(
         "--sampler", default="tpe", help="tpe (the target), or random to see the API's own cost"

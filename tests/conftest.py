@@ -178,6 +178,7 @@ def hub_server(transactional_db) -> Iterator[str]:
             "4",
             "--log-level",
             "warning",
+            "--no-control-socket",
         ],
         cwd=BASE_DIR,
         env=subprocess_env(),

@@ -1,0 +1,130 @@
+"""`python3 manage.py start`, the README's first command, as a new user runs it.
+
+A fresh SQLite file and var directory, the real web server and worker cluster,
+and Ctrl-C as a terminal sends it: SIGINT to the whole process group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import BASE_DIR, PYTHON, free_port, wait_for_port
+
+pytestmark = pytest.mark.slow
+PASSWORD = "first-admin-password"
+
+
+def start_hub(var_dir: Path, port: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "HUB_NO_BOOTSTRAP": "1",
+        "HUB_VAR_DIR": str(var_dir),
+        "DATABASE_URL": f"sqlite:///{var_dir / 'hub.sqlite3'}",
+        "HUB_ADMIN_PASSWORD": PASSWORD,
+        "LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [PYTHON, "manage.py", "start", f"127.0.0.1:{port}", "--workers", "2"],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    )
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"waited {timeout} s for {what}")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``: the web server, the cluster and their workers."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    return {pid for pid in pids if running(pid)}
+
+
+def test_start_serves_the_hub_runs_jobs_and_ctrl_c_stops_everything(tmp_path):
+    port = free_port()
+    hub = start_hub(tmp_path, port)
+    try:
+        wait_for_port(port, hub, timeout=60)
+        base = f"http://127.0.0.1:{port}"
+        # The printed first user logs in, over the API and on the pages.
+        response = requests.post(
+            f"{base}/api/auth/token/", json={"username": "admin", "password": PASSWORD}
+        )
+        assert response.status_code == 200, response.text
+        api = requests.Session()
+        api.headers["Authorization"] = f"Token {response.json()['token']}"
+        assert requests.get(f"{base}/accounts/login/").status_code == 200
+        assert requests.get(f"{base}/static/studies/hub.css").status_code == 200
+
+        # A job reaches the worker cluster and finishes.
+        study = api.post(f"{base}/api/studies/", json={"name": "first", "objective": "sphere"})
+        assert study.status_code == 201, study.text
+        job = api.post(f"{base}/api/studies/{study.json()['id']}/jobs/", json={"n_trials": 5})
+        assert job.status_code == 202, job.text
+
+        def finished() -> dict | None:
+            body = api.get(f"{base}/api/jobs/{job.json()['id']}/").json()
+            return body if body["status"] not in ("queued", "running") else None
+
+        assert wait_for(finished, 60, "the job to finish")["status"] == "succeeded"
+        processes = descendants(hub.pid)
+        assert len(processes) >= 5  # gunicorn and 2 workers, the cluster and its own
+    finally:
+        if hub.poll() is None:
+            os.killpg(hub.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the group
+        out, err = hub.communicate(timeout=60)
+    assert hub.returncode == 0, err[-3000:]
+    assert "Created the first user: admin" in out and "Ctrl-C stops it" in out
+    assert "Traceback" not in err
+    assert not alive(processes), "a hub process outlived Ctrl-C"
+
+
+def test_start_fails_with_one_line_when_the_port_is_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        hub = start_hub(tmp_path, taken.getsockname()[1])
+        out, err = hub.communicate(timeout=90)
+    assert hub.returncode == 1
+    assert "CommandError: the web server exited (code 1); stopped the hub" in err
+    assert "Traceback" not in err
