@@ -210,7 +210,10 @@ class StudyForm(forms.Form):
             ) from None
 
     def add_config_error(self, error: ConfigError, params: ParamFormSet | None) -> None:
-        field, message = error.field, error.message
+        for one in error.errors:
+            self._place_error(one.field, one.message, params)
+
+    def _place_error(self, field: str, message: str, params: ParamFormSet | None) -> None:
         top = {"name": "name", "directions": "directions", "objective": "objective"}
         head = field.split(".", 1)[0]
         if head in top:
@@ -237,10 +240,9 @@ class StudyForm(forms.Form):
         """
         form_valid = self.is_valid()
         params_valid = params is None or params.is_valid()
-        if form_valid:
-            # Name and directions stand alone: report their mistakes together with
-            # the rest instead of one per submit. clean_study_config, below, stays
-            # the single authority.
+        if form_valid and not params_valid:
+            # The editor's rows have mistakes of their own: report name and direction
+            # mistakes with them rather than on the next submit.
             checks = [lambda: clean_name(self.cleaned_data["name"], self.instance)]
             if self.instance is None:
                 checks.append(lambda: clean_directions(self.directions_input()))
@@ -249,7 +251,7 @@ class StudyForm(forms.Form):
                     check()
                 except ConfigError as e:
                     self.add_config_error(e, params)
-        if self.errors or not params_valid:
+        if not (form_valid and params_valid):
             return None
         data = self.cleaned_data
         config_input: dict[str, Any] = {
@@ -269,6 +271,7 @@ class StudyForm(forms.Form):
         try:
             self.config = clean_study_config(config_input, instance=self.instance)
         except ConfigError as e:
+            # clean_study_config reports every field's mistakes at once.
             self.add_config_error(e, params)
             return None
         return self.config

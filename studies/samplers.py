@@ -147,12 +147,12 @@ def _grid_from_space(search_space: SearchSpace) -> dict[str, list[Any]]:
 
 def build_sampler(config: dict[str, Any] | None, search_space: SearchSpace | None = None) -> Any:
     """Build the sampler for ``config``; raise ConfigError naming the bad field."""
-    config = config or DEFAULT_SAMPLER
+    config = DEFAULT_SAMPLER if config is None else config
     if not isinstance(config, dict):
         raise ConfigError("sampler", "must be an object with a type")
     _check_keys("sampler", config, {"type", "options", "seed"})
     kind = config.get("type", "tpe")
-    if kind not in SAMPLERS:
+    if not isinstance(kind, str) or kind not in SAMPLERS:
         raise ConfigError("sampler.type", f"must be one of {', '.join(SAMPLERS)}")
     cls = SAMPLERS[kind]
     options = _check_options("sampler.options", cls, config.get("options"), set())
@@ -170,12 +170,12 @@ def build_sampler(config: dict[str, Any] | None, search_space: SearchSpace | Non
 
 def build_pruner(config: dict[str, Any] | None, field: str = "pruner") -> Any:
     """Build the pruner for ``config``; raise ConfigError naming the bad field."""
-    config = config or DEFAULT_PRUNER
+    config = DEFAULT_PRUNER if config is None else config
     if not isinstance(config, dict):
         raise ConfigError(field, "must be an object with a type")
     _check_keys(field, config, {"type", "options"})
     kind = config.get("type", "median")
-    if kind not in PRUNERS:
+    if not isinstance(kind, str) or kind not in PRUNERS:
         raise ConfigError(f"{field}.type", f"must be one of {', '.join(PRUNERS)}")
     cls = PRUNERS[kind]
     special = {"wrapped_pruner"} if kind == "patient" else set()

@@ -33,12 +33,24 @@ KEYS = {
 
 
 class ConfigError(ValueError):
-    """Invalid user configuration; ``field`` names where, the message says why."""
+    """Invalid user configuration; ``field`` names where, the message says why.
+
+    A validator that finds several independent mistakes raises them at once with
+    ``ConfigError.combine``; ``errors`` lists them (just this one otherwise).
+    """
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.errors: list[ConfigError] = [self]
+
+    @classmethod
+    def combine(cls, errors: list[ConfigError]) -> ConfigError:
+        flat = [one for error in errors for one in error.errors]
+        combined = cls(flat[0].field, flat[0].message)
+        combined.errors = flat
+        return combined
 
 
 def is_number(value: Any) -> bool:
@@ -58,26 +70,40 @@ def validate_search_space(space: Any, field: str = "search_space") -> SearchSpac
     if not isinstance(space, dict):
         raise ConfigError(field, "must be an object keyed by parameter name")
     result: SearchSpace = {}
+    errors: list[ConfigError] = []
+    invalid: set[str] = set()  # a condition on one of these cannot be checked
     for name, spec in space.items():
-        where = f"{field}.{name}"
         if not name or len(name) > 200:
-            raise ConfigError(field, "parameter names must be 1 to 200 characters")
-        if not isinstance(spec, dict):
-            raise ConfigError(where, "must be an object with a type")
-        kind = spec.get("type")
-        if kind not in KEYS:
-            raise ConfigError(f"{where}.type", "must be one of float, int, categorical")
-        unknown = sorted(set(spec) - KEYS[kind])
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}", f"is not an option of a {kind} parameter")
-        if kind == "categorical":
-            clean = {"type": kind, "choices": _validate_choices(where, spec.get("choices"))}
-        else:
-            clean = _validate_numeric(where, kind, spec)
-        if "when" in spec and spec["when"] is not None:
-            clean["when"] = _validate_when(where, spec["when"], result)
-        result[name] = clean
+            errors.append(ConfigError(field, "parameter names must be 1 to 200 characters"))
+            continue
+        try:
+            result[name] = _validate_parameter(f"{field}.{name}", spec, result, invalid)
+        except ConfigError as e:
+            errors.append(e)
+            invalid.add(name)
+    if errors:
+        raise ConfigError.combine(errors)
     return result
+
+
+def _validate_parameter(
+    where: str, spec: Any, earlier: SearchSpace, invalid: set[str]
+) -> dict[str, Any]:
+    if not isinstance(spec, dict):
+        raise ConfigError(where, "must be an object with a type")
+    kind = spec.get("type")
+    if not isinstance(kind, str) or kind not in KEYS:
+        raise ConfigError(f"{where}.type", "must be one of float, int, categorical")
+    unknown = sorted(set(spec) - KEYS[kind])
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}", f"is not an option of a {kind} parameter")
+    if kind == "categorical":
+        clean = {"type": kind, "choices": _validate_choices(where, spec.get("choices"))}
+    else:
+        clean = _validate_numeric(where, kind, spec)
+    if "when" in spec and spec["when"] is not None:
+        clean["when"] = _validate_when(where, spec["when"], earlier, invalid)
+    return clean
 
 
 def _validate_numeric(where: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -129,12 +155,16 @@ def _validate_choices(where: str, choices: Any) -> list[Any]:
     return list(choices)
 
 
-def _validate_when(where: str, when: Any, earlier: SearchSpace) -> dict[str, list[Any]]:
+def _validate_when(
+    where: str, when: Any, earlier: SearchSpace, invalid: set[str]
+) -> dict[str, list[Any]]:
     if not isinstance(when, dict) or not when:
         raise ConfigError(f"{where}.when", "must map earlier parameters to allowed values")
     clean = {}
     for parent, allowed in when.items():
         field = f"{where}.when.{parent}"
+        if parent in invalid:
+            continue  # its own error says what is wrong
         if parent not in earlier:
             raise ConfigError(field, "names no parameter declared before this one")
         if not isinstance(allowed, list) or not allowed:

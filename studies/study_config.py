@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Callable
 from typing import Any
 
 from optuna.distributions import check_distribution_compatibility
@@ -34,33 +35,59 @@ OBJECTIVE_MAX_LENGTH = Study._meta.get_field("objective").max_length
 MAX_EXACT_INT = 2**53
 # More objectives than this is a mistake, not a study.
 MAX_DIRECTIONS = 32
+INVALID = object()  # what a field's check returns when it failed
 
 
 def clean_study_config(data: dict[str, Any], *, instance: Study | None = None) -> dict[str, Any]:
-    """Return the complete normalized configuration or raise ConfigError naming the field."""
+    """Return the complete normalized configuration or raise ConfigError naming the field.
+
+    Every field is checked, so one ConfigError reports all their mistakes. What
+    depends on another field (an objective's fit to the directions and the search
+    space, a grid sampler's fit to the space) is checked once that field is valid.
+    """
     if not isinstance(data, dict):
         raise ConfigError("non_field_errors", "must be an object")
     current = _current(instance)
+    errors: list[ConfigError] = []
 
-    def given(key: str) -> Any:
-        return data[key] if key in data else current[key]
+    def check(key: str, clean: Callable[[Any], Any]) -> Any:
+        try:
+            return clean(data[key] if key in data else current[key])
+        except ConfigError as e:
+            errors.append(e)
+            return INVALID
+
+    def clean_space(space: Any) -> SearchSpace:
+        space = clean_search_space(space)
+        if instance is not None:
+            check_compatible(space, instance.param_distributions)
+        return space
+
+    def clean_sampler(sampler: Any) -> dict[str, Any]:
+        check_json("sampler", sampler)
+        sampler = validate_sampler(sampler, None if search_space is INVALID else search_space)
+        check_sampler_installed(sampler["type"])
+        return sampler
+
+    def clean_pruner(pruner: Any) -> dict[str, Any]:
+        check_json("pruner", pruner)
+        return validate_pruner(pruner)
 
     config: dict[str, Any] = {}
-    config["name"] = clean_name(given("name"), instance)
-    config["directions"] = clean_directions(given("directions"), instance)
-    for key in ("search_space", "sampler", "pruner"):
-        check_json(key, given(key))
-    search_space = clean_search_space(given("search_space"))
-    if instance is not None:
-        check_compatible(search_space, instance.param_distributions)
-    config["search_space"] = search_space
-    config["sampler"] = validate_sampler(given("sampler"), search_space)
-    check_sampler_installed(config["sampler"]["type"])
-    config["pruner"] = validate_pruner(given("pruner"))
-    config["objective"] = clean_objective(
-        given("objective"), config["directions"], config["search_space"]
-    )
-    config["user_attrs"] = clean_user_attrs(given("user_attrs"))
+    config["name"] = check("name", lambda name: clean_name(name, instance))
+    config["directions"] = check("directions", lambda d: clean_directions(d, instance))
+    config["search_space"] = search_space = check("search_space", clean_space)
+    config["sampler"] = check("sampler", clean_sampler)
+    config["pruner"] = check("pruner", clean_pruner)
+    if INVALID in (config["directions"], search_space):
+        config["objective"] = check("objective", clean_objective)  # the name alone
+    else:
+        config["objective"] = check(
+            "objective", lambda o: clean_objective(o, config["directions"], search_space)
+        )
+    config["user_attrs"] = check("user_attrs", clean_user_attrs)
+    if errors:
+        raise ConfigError.combine(errors)
     return config
 
 
@@ -136,14 +163,17 @@ def clean_search_space(space: Any, field: str = "search_space") -> SearchSpace:
     """validate_search_space, plus the ranges Optuna's samplers can actually sample."""
     check_json(field, space)
     clean = validate_search_space(space, field)
+    errors = []
     for name, spec in clean.items():
         if spec["type"] == "int":
             # Optuna keeps every parameter as a float: larger integers lose digits.
             for key in ("low", "high"):
                 if abs(spec[key]) > MAX_EXACT_INT:
-                    raise ConfigError(f"{field}.{name}.{key}", "must be within ±2**53")
+                    errors.append(ConfigError(f"{field}.{name}.{key}", "must be within ±2**53"))
         elif spec["type"] == "float" and not math.isfinite(spec["high"] - spec["low"]):
-            raise ConfigError(f"{field}.{name}.high", "high - low must be a finite float")
+            errors.append(ConfigError(f"{field}.{name}.high", "high - low must be a finite float"))
+    if errors:
+        raise ConfigError.combine(errors)
     return clean
 
 
@@ -175,8 +205,9 @@ def check_compatible(search_space: SearchSpace, known: dict[str, str]) -> None:
 
 
 def clean_objective(
-    objective: Any, directions: list[str], search_space: SearchSpace | None = None
+    objective: Any, directions: list[str] | None = None, search_space: SearchSpace | None = None
 ) -> str:
+    """A registered objective's name; with ``directions``, one that fits the study."""
     if objective is None or objective == "":
         return ""
     if not isinstance(objective, str):
@@ -192,7 +223,8 @@ def clean_objective(
     if info is None:
         raise ConfigError("objective", f"{objective!r} is not a registered objective")
     # The objective's own checks: its number of values, the spaces it can evaluate.
-    info.validate_for(directions, search_space)
+    if directions is not None:
+        info.validate_for(directions, search_space)
     return objective
 
 

@@ -162,8 +162,13 @@ def test_a_registered_objective_can_be_named(api):
         ),
         ({"sampler": {"seed": -1}}, "sampler.seed", "non-negative"),
         ({"pruner": {"type": "magic"}}, "pruner.type", "must be one of"),
+        ({"pruner": {"type": {}}}, "pruner.type", "must be one of"),
+        ({"pruner": False}, "pruner", "must be an object"),
+        ({"sampler": 0}, "sampler", "must be an object"),
+        ({"sampler": {"type": ["tpe"]}}, "sampler.type", "must be one of"),
         ({"pruner": {"type": "median", "options": {"warmup": 1}}}, "pruner.options.warmup", ""),
         ({"search_space": []}, "search_space", "object"),
+        ({"search_space": {"x": {"type": {}}}}, "search_space.x.type", "must be one of"),
         ({"search_space": {"x": {"type": "float", "low": 2, "high": 1}}}, "search_space.x.low", ""),
         (
             {"search_space": {"x": {"type": "float", "low": 0, "high": 1, "log": True}}},
@@ -218,6 +223,44 @@ def test_an_invalid_study_is_a_400_naming_the_field_and_the_reason(api, data, fi
     assert field in body, body
     assert words in body[field][0]
     assert not Study.objects.exists()
+
+
+def test_every_invalid_field_is_named_in_one_400(api):
+    data = {
+        "name": "",
+        "sampler": {"type": "tpe", "options": {"n_startup": 3}},
+        "pruner": {"type": "magic"},
+        "search_space": {
+            "a": {"type": "float", "low": 2, "high": 1},
+            "b": {"type": "categorical", "choices": []},
+            # A condition on a parameter that is itself wrong is not a second mistake.
+            "c": {"type": "int", "low": 0, "high": 3, "when": {"b": ["x"]}},
+            "d": {"type": "int", "low": 0, "high": 3, "when": {"nope": [1]}},
+        },
+        "objective": "no-such-objective",
+        "user_attrs": [1],
+    }
+    response = api.post("/api/studies/", data, format="json")
+    assert response.status_code == 400
+    assert set(response.json()) == {
+        "name",
+        "sampler.options.n_startup",
+        "pruner.type",
+        "search_space.a.low",
+        "search_space.b.choices",
+        "search_space.d.when.nope",
+        "objective",
+        "user_attrs",
+    }
+    assert not Study.objects.exists()
+
+
+def test_a_check_that_needs_an_invalid_field_waits_for_it(api):
+    # The objective's fit to the space is judged once the space is valid.
+    data = {"objective": "sphere", "search_space": {"x": {"type": "float", "low": 1, "high": 0}}}
+    response = api.post("/api/studies/", {"name": "s", **data}, format="json")
+    assert response.status_code == 400
+    assert set(response.json()) == {"search_space.x.low"}
 
 
 def test_a_taken_name_is_a_400_naming_name(api, alice):

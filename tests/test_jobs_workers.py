@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +21,7 @@ from optuna.trial import TrialState
 from rest_framework.test import APIClient
 
 from studies.models import CommandObjective, Job, Study, Trial
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -41,16 +40,6 @@ SLEEPY = (
     "time.sleep(seconds)\n"
     "print('value', x * x)\n"
 )
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"waited {timeout} s for {what}")
 
 
 def sleepy(seconds: float) -> str:

@@ -282,6 +282,20 @@ def test_a_form_error_appears_beside_its_field_and_nothing_is_saved(
     assert message.replace('"', "&quot;").replace("'", "&#x27;") in response.content.decode()
 
 
+def test_sampler_pruner_and_row_mistakes_appear_together(logged_in):
+    data = form_data(
+        sampler_options='{"n_startup": 3}',
+        pruner_options='{"warmup": 1}',
+        **{"params-1-low": "1", "params-2-when_values": "adam"},
+    )
+    response = logged_in.post(reverse("studies:study_new"), data)
+    assert response.status_code == 400
+    errors = errors_of(response)
+    assert set(errors["form"]) == {"sampler_options", "pruner_options"}
+    assert "low" in errors["rows"][1] and "when_values" in errors["rows"][2]
+    assert not Study.objects.exists()
+
+
 def test_a_duplicate_name_is_refused_as_the_api_refuses_it(logged_in, alice):
     make_study(alice, name="sgd-digits")
     response = logged_in.post(reverse("studies:study_new"), form_data())

@@ -10,13 +10,12 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import BASE_DIR, PYTHON, free_port, wait_for_port
+from tests.conftest import BASE_DIR, PYTHON, free_port, wait_for, wait_for_port
 
 pytestmark = pytest.mark.slow
 PASSWORD = "first-admin-password"
@@ -40,16 +39,6 @@ def start_hub(var_dir: Path, port: int) -> subprocess.Popen:
         text=True,
         start_new_session=True,  # its own group, as a terminal's foreground job
     )
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"waited {timeout} s for {what}")
 
 
 def descendants(pid: int) -> set[int]:

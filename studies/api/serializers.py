@@ -37,7 +37,10 @@ NON_FINITE |= {"infinity": math.inf, "+infinity": math.inf, "-infinity": -math.i
 
 
 def config_error(error: ConfigError) -> serializers.ValidationError:
-    return serializers.ValidationError({error.field: [error.message]})
+    detail: dict[str, list[str]] = {}
+    for one in error.errors:
+        detail.setdefault(one.field, []).append(one.message)
+    return serializers.ValidationError(detail)
 
 
 @extend_schema_field(
