@@ -117,3 +117,17 @@ def test_start_fails_with_one_line_when_the_port_is_taken(tmp_path):
     assert hub.returncode == 1
     assert "CommandError: the web server exited (code 1); stopped the hub" in err
     assert "Traceback" not in err
+
+
+def test_start_refuses_a_bad_worker_count_before_touching_anything(tmp_path):
+    result = subprocess.run(
+        [PYTHON, "manage.py", "start", "--workers", "0"],
+        cwd=BASE_DIR,
+        env={**os.environ, "HUB_NO_BOOTSTRAP": "1", "HUB_VAR_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "CommandError: --workers must be at least 1"
+    assert not (tmp_path / "hub.sqlite3").exists()

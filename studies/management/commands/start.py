@@ -29,8 +29,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--workers",
             type=int,
-            default=os.cpu_count() or 2,
-            help="web server processes (default: one per CPU)",
+            # More than a few gain nothing on one SQLite file and cost memory each.
+            default=min(os.cpu_count() or 2, 4),
+            help="web server processes (default: one per CPU, at most 4)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
