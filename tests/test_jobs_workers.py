@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,21 +35,25 @@ WORKER_ENV = {
     "LOG_LEVEL": "WARNING",
 }
 SLEEPY = (
-    "import sys, time\n"
+    "import os, sys, time\n"
     "x, seconds = float(sys.argv[1]), float(sys.argv[2])\n"
-    "print('pid', __import__('os').getpid(), flush=True)\n"
+    "print('pid', os.getpid(), flush=True)\n"
     "time.sleep(seconds)\n"
+    "if 'SLEEPY_DONE' in os.environ:\n"
+    "    open(os.path.join(os.environ['SLEEPY_DONE'], os.environ['HUB_TRIAL_NUMBER']), 'w')\n"
     "print('value', x * x)\n"
 )
 
 
-def sleepy(seconds: float) -> str:
+def sleepy(seconds: float, done_dir: Path | None = None) -> str:
+    """A command objective that sleeps, then marks its trial done in ``done_dir``."""
     name = f"sleepy_{str(seconds).replace('.', '_')}"
     CommandObjective.objects.get_or_create(
         name=name,
         defaults={
             "argv": [sys.executable, "-c", SLEEPY, "{x}", str(seconds)],
             "search_space": {"x": {"type": "float", "low": -1, "high": 1}},
+            "environment": {"SLEEPY_DONE": str(done_dir)} if done_dir else {},
         },
     )
     return name
@@ -152,10 +157,10 @@ def test_a_concurrency_3_job_on_2_worker_processes_runs_exactly_n_trials(start_q
     assert 2 <= peak <= 3
 
 
-def test_a_worker_killed_mid_job_loses_no_trial(start_qcluster, alice):
+def test_a_worker_killed_mid_job_loses_no_trial(start_qcluster, alice, tmp_path):
     clusters = [start_qcluster(**WORKER_ENV), start_qcluster(**WORKER_ENV)]
     study = Study.objects.create(
-        name="killed", owner=alice, directions=["minimize"], objective=sleepy(2.0)
+        name="killed", owner=alice, directions=["minimize"], objective=sleepy(2.0, tmp_path)
     )
     job = post_job(alice, study, n_trials=8, concurrency=2)
 
@@ -188,6 +193,8 @@ def test_a_worker_killed_mid_job_loses_no_trial(start_qcluster, alice):
     counted = study.trials.filter(state__in=[TrialState.COMPLETE, TrialState.PRUNED])
     assert counted.count() == 8 == job.progress()["complete"]
     for trial in lost:
+        # Its command died with its worker rather than sleep on unseen.
+        assert not (tmp_path / str(trial.number)).exists()
         trial.refresh_from_db()
         assert trial.state == TrialState.FAIL
         assert trial.system_attrs["hub_stale"] is True

@@ -6,10 +6,12 @@ and Ctrl-C as a terminal sends it: SIGINT to the whole process group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,7 @@ def alive(pids: set[int]) -> set[int]:
 def test_start_serves_the_hub_runs_jobs_and_ctrl_c_stops_everything(tmp_path):
     port = free_port()
     hub = start_hub(tmp_path, port)
+    processes: set[int] = set()
     try:
         wait_for_port(port, hub, timeout=60)
         base = f"http://127.0.0.1:{port}"
@@ -96,16 +99,24 @@ def test_start_serves_the_hub_runs_jobs_and_ctrl_c_stops_everything(tmp_path):
             return body if body["status"] not in ("queued", "running") else None
 
         assert wait_for(finished, 60, "the job to finish")["status"] == "succeeded"
-        processes = descendants(hub.pid)
-        assert len(processes) >= 5  # gunicorn and 2 workers, the cluster and its own
+        assert len(descendants(hub.pid)) >= 5  # gunicorn and 2 workers, the cluster and its own
     finally:
+        processes = descendants(hub.pid)
         if hub.poll() is None:
             os.killpg(hub.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the group
-        out, err = hub.communicate(timeout=60)
+        try:
+            out, err = hub.communicate(timeout=60)
+        finally:
+            deadline = time.monotonic() + 5  # a process takes a moment to end
+            while (left := alive(processes)) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for pid in left:  # so that a failure here leaves nothing running
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
     assert hub.returncode == 0, err[-3000:]
     assert "Created the first user: admin" in out and "Ctrl-C stops it" in out
     assert "Traceback" not in err
-    assert not alive(processes), "a hub process outlived Ctrl-C"
+    assert not left, "a hub process outlived Ctrl-C"
 
 
 def test_start_fails_with_one_line_when_the_port_is_taken(tmp_path):

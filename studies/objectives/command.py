@@ -20,9 +20,11 @@ exits non-zero, prints no result, or runs past the timeout (it is killed); it is
 pruned (and killed) when the pruner says so after a report. The last lines of
 output are kept in the trial's system attribute ``hub_output_tail``.
 
-The program runs in its own process group, which is killed as a whole. If the
-worker itself dies, the program loses its output pipe and is stopped at its
-next line of output (SIGPIPE).
+The program runs in its own process group, which is killed as a whole, also
+when the worker itself dies, even by SIGKILL: on Linux a small guard process
+beside each program is told by the kernel when the worker goes
+(PR_SET_PDEATHSIG) and kills the program's group. Elsewhere the program loses
+its output pipe and stops at its next line of output (SIGPIPE).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import queue
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -57,6 +60,23 @@ LINE_CHARS = 1000
 # Variables of the hub itself a training script has no business seeing.
 PRIVATE_ENV = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
 KILL_GRACE = 2.0
+# The guard: argv is [group, worker pid]. SIGUSR1 comes from the kernel when the
+# worker dies (or from the guard itself if the worker was gone before prctl).
+GUARD = """
+import ctypes, os, signal, sys
+group, worker = int(sys.argv[1]), int(sys.argv[2])
+def worker_died(*_):
+    try:
+        os.killpg(group, signal.SIGKILL)
+    finally:
+        os._exit(0)
+signal.signal(signal.SIGUSR1, worker_died)
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGUSR1)  # PR_SET_PDEATHSIG
+if os.getppid() != worker:
+    worker_died()
+while True:
+    signal.pause()
+"""
 
 
 class CommandError(Exception):
@@ -114,6 +134,22 @@ def command_env(
     for name, value in params.items():
         env[env_name(name)] = format_value(value)
     return env
+
+
+def start_guard(group: int) -> subprocess.Popen[bytes] | None:
+    """The process that kills ``group`` if this worker dies first (Linux only).
+
+    In a session of its own, so that whatever kills the worker's process group
+    spares it. The kernel signals the death of the thread that started it: this
+    is the thread that runs the trial, which outlives the program.
+    """
+    if sys.platform != "linux":
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", GUARD, str(group), str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def parse_line(line: str) -> tuple[str, Any] | None:
@@ -251,12 +287,16 @@ class CommandRun:
             )
         except OSError as e:
             raise CommandError(f"could not start {argv[0]!r}: {e}") from None
+        guard = start_guard(self.process.pid)
         reader = threading.Thread(target=self._read, daemon=True)
         reader.start()
         try:
             return self._follow()
         finally:
             self._kill()
+            if guard is not None:
+                guard.kill()
+                guard.wait()
             reader.join(timeout=5)
             self._save_tail()
 
