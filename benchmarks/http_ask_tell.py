@@ -56,8 +56,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def hub_env(database_url: str) -> dict[str, str]:
-    env = {**os.environ, "DATABASE_URL": database_url, "HUB_NO_BOOTSTRAP": "1"}
+def hub_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "HUB_NO_BOOTSTRAP": "1", **extra}
     env["HUB_VAR_DIR"] = str(SCRATCH)
     env["DJANGO_SETTINGS_MODULE"] = "optuna_hub.settings"
     return env
@@ -81,7 +81,9 @@ def prepare(database_url: str) -> str:
     return out.stdout.decode().strip().splitlines()[-1]
 
 
-def start_server(database_url: str, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(
+    database_url: str, workers: int, threads: int, **env: str
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -100,7 +102,7 @@ def start_server(database_url: str, workers: int, threads: int) -> tuple[subproc
             "--no-control-socket",
         ],
         cwd=BASE_DIR,
-        env=hub_env(database_url),
+        env=hub_env(database_url, **env),
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

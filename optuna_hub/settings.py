@@ -100,16 +100,19 @@ TEMPLATES = [
 
 def database_from_url(url: str) -> dict:
     try:
-        config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
+        config = dj_database_url.parse(
+            url, conn_max_age=envint("HUB_CONN_MAX_AGE", "600"), conn_health_checks=True
+        )
     except ValueError as e:
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {e}") from None
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets readers run beside the writer; IMMEDIATE transactions take the
         # write lock up front, so a web process and workers writing at once wait
         # for each other (up to `timeout`) instead of failing "database is locked".
-        # Connections are kept (conn_max_age above): opening one costs a new file
-        # handle, the PRAGMAs and a schema parse, half of a random-sampler ask +
-        # tell over HTTP. A local file needs no health check.
+        # Connections are kept (conn_max_age above): opening one costs a file
+        # open, the PRAGMAs and a schema parse, as much again as a random-sampler
+        # ask + tell over HTTP (benchmarks/http_requests.py). A local file needs
+        # no health check.
         config["CONN_HEALTH_CHECKS"] = False
         config["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",

@@ -75,6 +75,7 @@ def validate_search_space(space: Any, field: str = "search_space") -> SearchSpac
     for name, spec in space.items():
         if not name or len(name) > 200:
             errors.append(ConfigError(field, "parameter names must be 1 to 200 characters"))
+            invalid.add(name)
             continue
         try:
             result[name] = _validate_parameter(f"{field}.{name}", spec, result, invalid)
