@@ -84,6 +84,34 @@ def test_a_bad_token_is_refused(db):
     assert client.get("/api/studies/").status_code == 401
 
 
+def test_a_token_stops_working_when_deleted_or_its_user_is_deactivated(db, alice, bob, staff):
+    def client_with(user) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        return client
+
+    alices = client_with(alice)
+    response = alices.post("/api/studies/", {"name": "mine"}, format="json")
+    assert response.status_code == 201 and response.json()["owner"] == "alice"
+    study_id = response.json()["id"]
+    # The token carries its user's rights: bob may not change it, staff may.
+    change = {"user_attrs": {"note": "checked"}}
+    assert (
+        client_with(bob).patch(f"/api/studies/{study_id}/", change, format="json").status_code
+        == 403
+    )
+    response = client_with(staff).patch(f"/api/studies/{study_id}/", change, format="json")
+    assert response.status_code == 200
+
+    alice.is_active = False
+    alice.save()
+    response = alices.get("/api/studies/")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "User inactive or deleted."}
+    Token.objects.filter(user=alice).delete()
+    assert alices.get("/api/studies/").json() == {"detail": "Invalid token."}
+
+
 # Create
 
 
