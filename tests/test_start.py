@@ -30,7 +30,7 @@ def start_hub(var_dir: Path, port: int) -> subprocess.Popen:
         "HUB_VAR_DIR": str(var_dir),
         "DATABASE_URL": f"sqlite:///{var_dir / 'hub.sqlite3'}",
         "HUB_ADMIN_PASSWORD": PASSWORD,
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",  # so that both servers say how they stopped
     }
     return subprocess.Popen(
         [PYTHON, "manage.py", "start", f"127.0.0.1:{port}", "--workers", "2"],
@@ -43,16 +43,25 @@ def start_hub(var_dir: Path, port: int) -> subprocess.Popen:
     )
 
 
+def state_and_parent(pid: int) -> tuple[str, int] | None:
+    """A process's state letter (Z: exited, not yet reaped) and parent, or None once gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if (stat := state_and_parent(pid)) and stat[0] != "Z"}
+
+
 def descendants(pid: int) -> set[int]:
     """Every live process below ``pid``: the web server, the cluster and their workers."""
     children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    for child in alive({int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}):
+        if stat := state_and_parent(child):
+            children.setdefault(stat[1], []).append(child)
     found, todo = set(), [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -61,20 +70,9 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def alive(pids: set[int]) -> set[int]:
-    def running(pid: int) -> bool:
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
-
-    return {pid for pid in pids if running(pid)}
-
-
 def test_start_serves_the_hub_runs_jobs_and_ctrl_c_stops_everything(tmp_path):
     port = free_port()
     hub = start_hub(tmp_path, port)
-    processes: set[int] = set()
     try:
         wait_for_port(port, hub, timeout=60)
         base = f"http://127.0.0.1:{port}"
@@ -116,6 +114,8 @@ def test_start_serves_the_hub_runs_jobs_and_ctrl_c_stops_everything(tmp_path):
     assert hub.returncode == 0, err[-3000:]
     assert "Created the first user: admin" in out and "Ctrl-C stops it" in out
     assert "Traceback" not in err
+    # Each stopped cleanly, not by the SIGKILL that start falls back to.
+    assert "Shutting down: Master" in err and "has stopped." in err, err[-3000:]
     assert not left, "a hub process outlived Ctrl-C"
 
 
