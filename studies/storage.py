@@ -207,13 +207,17 @@ class _StudyTrials:
     def __init__(self) -> None:
         self.trials: list[FrozenTrial] = []
         self.position: dict[int, int] = {}  # trial_id -> index in self.trials
-        self.unfinished: set[int] = set()
+        self.unfinished: dict[int, tuple[Any, ...]] = {}  # trial_id -> its row as last read
         self.last_id = 0
 
-    def merge(self, rows: list[tuple[Any, ...]]) -> None:
+    def merge(self, raw_rows: list[tuple[Any, ...]]) -> None:
+        """Take in rows as read; an unfinished trial whose row is unchanged is kept as is."""
         out_of_order = False
-        for row in rows:
-            trial = frozen_trial_from_row(*row)
+        for raw in raw_rows:
+            trial_id = raw[0]
+            if self.unfinished.get(trial_id) == raw:
+                continue  # a running trial nothing was written to since
+            trial = frozen_trial_from_row(*decode_row(raw))
             trial_id = trial._trial_id
             if trial_id in self.position:
                 self.trials[self.position[trial_id]] = trial
@@ -223,9 +227,9 @@ class _StudyTrials:
                 self.trials.append(trial)
                 self.last_id = max(self.last_id, trial_id)
             if trial.state.is_finished():
-                self.unfinished.discard(trial_id)
+                self.unfinished.pop(trial_id, None)
             else:
-                self.unfinished.add(trial_id)
+                self.unfinished[trial_id] = raw
         if out_of_order:
             self.trials.sort(key=lambda t: t.number)
             self.position = {t._trial_id: i for i, t in enumerate(self.trials)}
@@ -532,7 +536,7 @@ class DjangoStorage(BaseStorage, BaseHeartbeat):
                 position = cached.position.get(trial._trial_id)
                 if position is not None:
                     cached.trials[position] = trial
-                    cached.unfinished.discard(trial._trial_id)
+                    cached.unfinished.pop(trial._trial_id, None)
 
     def _set_trial_json(self, trial_id: int, column: str, key: str, value: Any) -> None:
         with write_transaction(self.using):
@@ -612,7 +616,7 @@ class DjangoStorage(BaseStorage, BaseHeartbeat):
                 f"WHERE study_id = %s AND ({condition}) ORDER BY number",
                 [study_id, *params],
             )
-            cached.merge([decode_row(row) for row in rows])
+            cached.merge(rows)
             trials = cached.trials
             if states is not None:
                 trials = [t for t in trials if t.state in states]
