@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from datetime import timedelta
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.utils import timezone
 from optuna.trial import TrialState
 from rest_framework.test import APIClient
 
@@ -38,22 +37,24 @@ SLEEPY = (
     "import os, sys, time\n"
     "x, seconds = float(sys.argv[1]), float(sys.argv[2])\n"
     "print('pid', os.getpid(), flush=True)\n"
+    "marks = os.environ.get('SLEEPY_MARKS')\n"
+    "mark = marks and os.path.join(marks, os.environ['HUB_TRIAL_NUMBER'])\n"
+    "if mark: open(mark + '.started', 'w')\n"
     "time.sleep(seconds)\n"
-    "if 'SLEEPY_DONE' in os.environ:\n"
-    "    open(os.path.join(os.environ['SLEEPY_DONE'], os.environ['HUB_TRIAL_NUMBER']), 'w')\n"
+    "if mark: open(mark + '.done', 'w')\n"
     "print('value', x * x)\n"
 )
 
 
-def sleepy(seconds: float, done_dir: Path | None = None) -> str:
-    """A command objective that sleeps, then marks its trial done in ``done_dir``."""
+def sleepy(seconds: float, marks: Path | None = None) -> str:
+    """A command objective that sleeps, marking in ``marks`` when it starts and ends."""
     name = f"sleepy_{str(seconds).replace('.', '_')}"
     CommandObjective.objects.get_or_create(
         name=name,
         defaults={
             "argv": [sys.executable, "-c", SLEEPY, "{x}", str(seconds)],
             "search_space": {"x": {"type": "float", "low": -1, "high": 1}},
-            "environment": {"SLEEPY_DONE": str(done_dir)} if done_dir else {},
+            "environment": {"SLEEPY_MARKS": str(marks)} if marks else {},
         },
     )
     return name
@@ -165,14 +166,14 @@ def test_a_worker_killed_mid_job_loses_no_trial(start_qcluster, alice, tmp_path)
     job = post_job(alice, study, n_trials=8, concurrency=2)
 
     def running_trial() -> Trial | None:
-        # One that started under a second ago: its 2 s objective is sure to be
-        # cut short by the kill, however slow the machine is to deliver it.
+        # One whose command started under a second ago: the kill is sure to land
+        # during its 2 s sleep, however slow the machine is to deliver it.
         if study.trials.filter(state=TrialState.COMPLETE).count() < 2:
             return None
-        newest = study.trials.filter(state=TrialState.RUNNING).order_by("-datetime_start")
-        trial = newest.first()
-        if trial and timezone.now() - trial.datetime_start < timedelta(seconds=1):
-            return trial
+        for trial in study.trials.filter(state=TrialState.RUNNING):
+            started = tmp_path / f"{trial.number}.started"
+            if started.exists() and time.time() - started.stat().st_mtime < 1:
+                return trial
         return None
 
     victim_trial = wait_for(running_trial, 60, "a running trial after two complete ones")
@@ -194,7 +195,7 @@ def test_a_worker_killed_mid_job_loses_no_trial(start_qcluster, alice, tmp_path)
     assert counted.count() == 8 == job.progress()["complete"]
     for trial in lost:
         # Its command died with its worker rather than sleep on unseen.
-        assert not (tmp_path / str(trial.number)).exists()
+        assert not (tmp_path / f"{trial.number}.done").exists()
         trial.refresh_from_db()
         assert trial.state == TrialState.FAIL
         assert trial.system_attrs["hub_stale"] is True

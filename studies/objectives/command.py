@@ -21,10 +21,10 @@ pruned (and killed) when the pruner says so after a report. The last lines of
 output are kept in the trial's system attribute ``hub_output_tail``.
 
 The program runs in its own process group, which is killed as a whole, also
-when the worker itself dies, even by SIGKILL: on Linux a small guard process
-beside each program is told by the kernel when the worker goes
-(PR_SET_PDEATHSIG) and kills the program's group. Elsewhere the program loses
-its output pipe and stops at its next line of output (SIGPIPE).
+when the worker itself dies, even by SIGKILL: on Linux the group is led by a
+small guard process, started before the program, that the kernel tells when the
+worker goes (PR_SET_PDEATHSIG) and that then kills its group. Elsewhere the
+program loses its output pipe and stops at its next line of output (SIGPIPE).
 """
 
 from __future__ import annotations
@@ -60,19 +60,16 @@ LINE_CHARS = 1000
 # Variables of the hub itself a training script has no business seeing.
 PRIVATE_ENV = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
 KILL_GRACE = 2.0
-# The guard: argv is [group, worker pid]. SIGUSR1 comes from the kernel when the
-# worker dies (or from the guard itself if the worker was gone before prctl).
+# The guard leads the program's process group; argv is [worker pid]. SIGUSR1
+# comes from the kernel when the worker dies (or from the guard itself if the
+# worker was gone before prctl), and the guard kills its whole group.
 GUARD = """
 import ctypes, os, signal, sys
-group, worker = int(sys.argv[1]), int(sys.argv[2])
 def worker_died(*_):
-    try:
-        os.killpg(group, signal.SIGKILL)
-    finally:
-        os._exit(0)
+    os.killpg(0, signal.SIGKILL)
 signal.signal(signal.SIGUSR1, worker_died)
 ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGUSR1)  # PR_SET_PDEATHSIG
-if os.getppid() != worker:
+if os.getppid() != int(sys.argv[1]):
     worker_died()
 while True:
     signal.pause()
@@ -136,19 +133,20 @@ def command_env(
     return env
 
 
-def start_guard(group: int) -> subprocess.Popen[bytes] | None:
-    """The process that kills ``group`` if this worker dies first (Linux only).
+def start_guard() -> subprocess.Popen[bytes] | None:
+    """A process group whose leader kills it if this worker dies (Linux only).
 
-    In a session of its own, so that whatever kills the worker's process group
-    spares it. The kernel signals the death of the thread that started it: this
-    is the thread that runs the trial, which outlives the program.
+    Started before the program, which then joins the group, so there is no
+    moment when the program runs unguarded. The group is not the worker's, so
+    whatever kills the worker's group spares it. The kernel signals the death
+    of the thread that started the guard: the thread that runs the trial.
     """
     if sys.platform != "linux":
         return None
     return subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", GUARD, str(group), str(os.getpid())],
+        [sys.executable, "-I", "-S", "-c", GUARD, str(os.getpid())],
         stdin=subprocess.DEVNULL,
-        start_new_session=True,
+        process_group=0,
     )
 
 
@@ -261,6 +259,7 @@ class CommandRun:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.process: subprocess.Popen[bytes] | None = None
+        self.group = 0  # the process group the program runs in
         self.single = len(trial.study.directions) == 1
 
     def run(self) -> float | Sequence[float]:
@@ -274,6 +273,7 @@ class CommandRun:
                 "HUB_JOB_ID": str(self.context.job_id or ""),
             },
         )
+        guard = start_guard()
         try:
             self.process = subprocess.Popen(
                 argv,
@@ -282,12 +282,17 @@ class CommandRun:
                 stderr=subprocess.STDOUT,
                 cwd=self.info.working_directory or None,
                 env=env,
-                # Its own process group, so killing it kills what it started too.
-                process_group=0,
+                # A process group of its own (its guard's), so killing the group
+                # kills what it started too.
+                process_group=guard.pid if guard else 0,
             )
         except OSError as e:
             raise CommandError(f"could not start {argv[0]!r}: {e}") from None
-        guard = start_guard(self.process.pid)
+        finally:
+            if guard is not None and self.process is None:
+                guard.kill()
+                guard.wait()
+        self.group = guard.pid if guard else self.process.pid
         reader = threading.Thread(target=self._read, daemon=True)
         reader.start()
         try:
@@ -351,11 +356,11 @@ class CommandRun:
         if process is None or process.poll() is not None:
             return
         try:
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(self.group, signal.SIGTERM)
             try:
                 process.wait(KILL_GRACE)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                os.killpg(self.group, signal.SIGKILL)
                 process.wait()
         except ProcessLookupError:
             pass
