@@ -218,7 +218,6 @@ class _StudyTrials:
             if self.unfinished.get(trial_id) == raw:
                 continue  # a running trial nothing was written to since
             trial = frozen_trial_from_row(*decode_row(raw))
-            trial_id = trial._trial_id
             if trial_id in self.position:
                 self.trials[self.position[trial_id]] = trial
             else:

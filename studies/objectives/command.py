@@ -39,7 +39,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -133,21 +134,28 @@ def command_env(
     return env
 
 
-def start_guard() -> subprocess.Popen[bytes] | None:
-    """A process group whose leader kills it if this worker dies (Linux only).
+@contextmanager
+def guarded_group() -> Iterator[int]:
+    """The process group for a program to join (0: a new one), killed if this worker dies.
 
-    Started before the program, which then joins the group, so there is no
-    moment when the program runs unguarded. The group is not the worker's, so
-    whatever kills the worker's group spares it. The kernel signals the death
-    of the thread that started the guard: the thread that runs the trial.
+    On Linux the group is led by a guard started here, before the program, so the
+    program never runs unguarded; the group is not the worker's, so whatever kills
+    the worker's group spares it. The kernel signals the death of the thread that
+    started the guard: the thread that runs the trial. The guard ends on exit.
     """
     if sys.platform != "linux":
-        return None
-    return subprocess.Popen(
+        yield 0
+        return
+    guard = subprocess.Popen(
         [sys.executable, "-I", "-S", "-c", GUARD, str(os.getpid())],
         stdin=subprocess.DEVNULL,
         process_group=0,
     )
+    try:
+        yield guard.pid
+    finally:
+        guard.kill()
+        guard.wait()
 
 
 def parse_line(line: str) -> tuple[str, Any] | None:
@@ -273,37 +281,30 @@ class CommandRun:
                 "HUB_JOB_ID": str(self.context.job_id or ""),
             },
         )
-        guard = start_guard()
-        try:
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=self.info.working_directory or None,
-                env=env,
-                # A process group of its own (its guard's), so killing the group
-                # kills what it started too.
-                process_group=guard.pid if guard else 0,
-            )
-        except OSError as e:
-            raise CommandError(f"could not start {argv[0]!r}: {e}") from None
-        finally:
-            if guard is not None and self.process is None:
-                guard.kill()
-                guard.wait()
-        self.group = guard.pid if guard else self.process.pid
-        reader = threading.Thread(target=self._read, daemon=True)
-        reader.start()
-        try:
-            return self._follow()
-        finally:
-            self._kill()
-            if guard is not None:
-                guard.kill()
-                guard.wait()
-            reader.join(timeout=5)
-            self._save_tail()
+        with guarded_group() as group:
+            try:
+                self.process = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.info.working_directory or None,
+                    env=env,
+                    # A process group of its own (its guard's), so killing the group
+                    # kills what it started too.
+                    process_group=group,
+                )
+            except OSError as e:
+                raise CommandError(f"could not start {argv[0]!r}: {e}") from None
+            self.group = group or self.process.pid
+            reader = threading.Thread(target=self._read, daemon=True)
+            reader.start()
+            try:
+                return self._follow()
+            finally:
+                self._kill()
+                reader.join(timeout=5)
+                self._save_tail()
 
     def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None
