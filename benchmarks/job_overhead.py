@@ -6,7 +6,7 @@ In one process, on a scratch SQLite database (the default backend):
 
 1. N TPE trials of the built-in ``sphere`` objective (2 floats, trivial) with
    plain Optuna on InMemoryStorage, then as a hub job in durable mode and in
-   memory mode, run by the worker's task function (studies.jobs.run_job_slot)
+   memory mode, run by the worker's task function (studies.jobs.tasks.run_job_slot)
    in this process so that only the job machinery differs: slot lease and
    heartbeat thread, claiming each trial under the job's row lock, trial
    heartbeats, the per-trial status check, and (memory mode) batched writes.
@@ -43,9 +43,10 @@ from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
-from studies import jobs  # noqa: E402
+from studies.actions import do_start_job  # noqa: E402
+from studies.jobs import tasks  # noqa: E402
 from studies.models import Job, Study  # noqa: E402
-from studies.objectives import get_objective  # noqa: E402
+from studies.objectives.registry import get_objective  # noqa: E402
 
 SAMPLER = {"type": "tpe", "options": {}, "seed": 0}
 
@@ -67,9 +68,9 @@ def hub_job(user: User, mode: str, n_trials: int) -> tuple[float, float]:
         objective="sphere",
         sampler=SAMPLER,
     )
-    job = jobs.start_job(study, user, n_trials=n_trials, mode=mode)
+    job = do_start_job(study, user, n_trials=n_trials, mode=mode)
     start = time.perf_counter()
-    jobs.run_job_slot(job.pk, 0)
+    tasks.run_job_slot(job.pk, 0)
     elapsed = time.perf_counter() - start
     job.refresh_from_db()
     assert job.status == "succeeded", job.error

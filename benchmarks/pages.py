@@ -61,8 +61,8 @@ def make_study(name: str, n_trials: int, owner=None, directions=("minimize",)): 
     from optuna.distributions import distribution_to_json
     from optuna.trial import TrialState
 
+    from studies.config.search_space import to_distribution
     from studies.models import Study, Trial, first_value
-    from studies.search_space import to_distribution
 
     dists = {n: to_distribution(s) for n, s in SEARCH_SPACE.items()}
     dist_json = {n: distribution_to_json(d) for n, d in dists.items()}

@@ -4,7 +4,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from studies.actions import do_cancel_job, do_delete_study, do_retry_job
+from studies.config.errors import ConfigError
 from studies.models import CommandObjective, Job, Study, Trial
+from studies.objectives.registry import check_command_objective
 
 
 @admin.register(Study)
@@ -16,6 +19,13 @@ class StudyAdmin(admin.ModelAdmin):
     readonly_fields = ("directions", "user_attrs", "system_attrs", "param_distributions")
 
     @admin.display(description="page")
+    def delete_model(self, request, obj: Study) -> None:
+        do_delete_study(obj, request.user)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for study in queryset:
+            do_delete_study(study, request.user)
+
     def page_link(self, obj: Study) -> str:
         return format_html('<a href="{}">open</a>', obj.get_absolute_url())
 
@@ -73,12 +83,12 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel the selected jobs")
     def cancel_jobs(self, request, queryset) -> None:
-        cancelled = sum(job.cancel() for job in queryset)
+        cancelled = sum(do_cancel_job(job, request.user) for job in queryset)
         self.message_user(request, f"Cancelled {cancelled} job(s).", messages.SUCCESS)
 
     @admin.action(description="Retry the selected failed or cancelled jobs")
     def retry_jobs(self, request, queryset) -> None:
-        retried = sum(job.retry() for job in queryset)
+        retried = sum(do_retry_job(job, request.user) for job in queryset)
         skipped = queryset.count() - retried
         self.message_user(request, f"Queued {retried} job(s) again.", messages.SUCCESS)
         if skipped:
@@ -90,7 +100,10 @@ class JobAdmin(admin.ModelAdmin):
 
 
 class CommandObjectiveForm(forms.ModelForm):
-    argv = forms.JSONField(help_text=CommandObjective._meta.get_field("argv").help_text)
+    # Not required here: the hub's validator says what an argv must be.
+    argv = forms.JSONField(
+        required=False, help_text=CommandObjective._meta.get_field("argv").help_text
+    )
     directions = forms.JSONField(initial=["minimize"], help_text='["minimize"] or ["maximize"]')
     search_space = forms.JSONField(
         required=False, initial=dict, help_text="The hub's search-space JSON, as for studies."
@@ -113,11 +126,25 @@ class CommandObjectiveForm(forms.ModelForm):
             "enabled",
         ]
 
+    def clean_argv(self) -> list:
+        argv = self.cleaned_data.get("argv")
+        return [] if argv is None else argv
+
     def clean_search_space(self) -> dict:
         return self.cleaned_data.get("search_space") or {}
 
     def clean_environment(self) -> dict:
         return self.cleaned_data.get("environment") or {}
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        if self.errors:
+            return
+        try:
+            check_command_objective(self.instance)
+        except ConfigError as e:
+            field = e.field.split(".", 1)[0]
+            self.add_error(field if field in self.fields else None, e.message)
 
 
 @admin.register(CommandObjective)

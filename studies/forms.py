@@ -1,7 +1,7 @@
 """The new-study form and its search-space editor.
 
 The form only parses what a person typed (numbers, JSON options, lists of
-choices) into the JSON a client would post; studies.study_config validates it,
+choices) into the JSON a client would post; studies.config.study validates it,
 exactly as for the API. Each ConfigError names a field such as
 "search_space.lr.low" or "sampler.options.n_startup_trials", and
 ``StudyForm.add_config_error`` puts its message beside that field or row.
@@ -16,14 +16,15 @@ from typing import Any
 from django import forms
 from django.forms import formset_factory
 
-from studies.models import Study
-from studies.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS, json_options
-from studies.search_space import ConfigError
-from studies.study_config import (
+from studies.config.errors import ConfigError
+from studies.config.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS, json_options
+from studies.config.study import (
     clean_directions,
     clean_name,
     clean_study_config,
 )
+from studies.models import Study
+from studies.objectives.registry import get_objectives
 
 PARAM_TYPES = [("float", "float"), ("int", "int"), ("categorical", "categorical")]
 
@@ -123,7 +124,6 @@ OBJECTIVE_GROUPS = {
 
 def objective_choices() -> list[Any]:
     """Registered objectives grouped by kind, after the "none" choice."""
-    from studies.objectives import get_objectives
 
     groups: dict[str, list[tuple[str, str]]] = {}
     for name, info in get_objectives().items():
@@ -136,7 +136,6 @@ def objective_choices() -> list[Any]:
 
 def objective_help() -> dict[str, str]:
     """What each objective does, shown under the menu when it is chosen."""
-    from studies.objectives import get_objectives
 
     hints = {"": "Your code asks the hub for parameters and tells it the values."}
     for name, info in get_objectives().items():

@@ -207,13 +207,19 @@ def start_qcluster(transactional_db) -> Iterator[Callable[..., subprocess.Popen]
     """Start real `manage.py qcluster` processes; all are stopped after the test."""
     processes: list[subprocess.Popen] = []
 
-    def start(**env: str) -> subprocess.Popen:
+    def start(log: Path | None = None, **env: str) -> subprocess.Popen:
+        # With ``log``, the cluster's output (tracebacks included) goes to that file.
+        output = open(log, "ab") if log else None  # noqa: SIM115 (closed with the process)
         process = subprocess.Popen(
             [PYTHON, "manage.py", "qcluster"],
             cwd=BASE_DIR,
             env=subprocess_env(**env),
             start_new_session=True,  # so a test can SIGKILL the whole cluster
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
         )
+        if output:
+            output.close()  # the child has its own copy
         processes.append(process)
         return process
 

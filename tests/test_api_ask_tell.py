@@ -9,8 +9,8 @@ import pytest
 from optuna.trial import TrialState
 from rest_framework.test import APIClient
 
+from studies.config.search_space import suggest
 from studies.models import Study, Trial
-from studies.search_space import suggest
 from tests.conftest import client_for
 
 SPACE = {
@@ -52,7 +52,7 @@ def test_ask_samples_the_declared_space_honouring_conditions(api):
         assert list(params) == [name for name in SPACE if name in params]  # declared order
         seen.add(params["booster"])
         row = Trial.objects.get(pk=trial["trial_id"])
-        assert row.state == TrialState.RUNNING and row.to_dict()["params"] == params
+        assert row.state == TrialState.RUNNING and row.external_params() == params
     assert seen == {"gbtree", "dart"}
 
 
@@ -169,7 +169,7 @@ def test_suggest_returns_the_same_value_for_the_same_name(api):
     assert choice.json()["value"] in ("a", "b")
     depth = post(api, url, {"name": "d", "distribution": {"type": "int", "low": 1, "high": 4}})
     assert depth.json()["value"] in (1, 2, 3, 4)
-    assert Trial.objects.get(pk=trial_id).to_dict()["params"] == {
+    assert Trial.objects.get(pk=trial_id).external_params() == {
         "lr": first,
         "opt": choice.json()["value"],
         "d": depth.json()["value"],

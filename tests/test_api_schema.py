@@ -17,6 +17,7 @@ from schemathesis.specs.openapi.checks import (
 
 from optuna_hub.wsgi import application
 from studies.models import Study
+from studies.storage import optuna_study_for
 
 SPACE = {
     "booster": {"type": "categorical", "choices": ["gbtree", "dart"]},
@@ -75,7 +76,7 @@ def fuzz_world(db, alice):
     study = Study.objects.create(
         name="fuzzed", owner=alice, directions=["minimize"], search_space=SPACE
     )
-    optuna_study = study.optuna_study()
+    optuna_study = optuna_study_for(study)
     for i in range(3):
         trial = optuna_study.ask()
         trial.suggest_float("x", -5, 5)

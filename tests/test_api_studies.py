@@ -11,6 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from studies.models import Study, Trial
+from studies.storage import optuna_study_for
 from tests.conftest import client_for
 
 SPACE = {
@@ -134,7 +135,7 @@ def test_creating_a_study_returns_201_with_its_id_and_owner(api, alice):
     assert data["owner"] == "alice" and data["user_attrs"] == {"team": "ml"}
     assert data["n_trials"] == 0 and data["best_trial"] is None and data["best_trials"] == []
     # The row is an Optuna study.
-    loaded = optuna.load_study(study_name="xgb", storage=study.optuna_study()._storage)
+    loaded = optuna.load_study(study_name="xgb", storage=optuna_study_for(study)._storage)
     assert loaded.direction == optuna.study.StudyDirection.MAXIMIZE
 
 
@@ -320,7 +321,7 @@ def test_the_list_is_paginated_searchable_and_orderable(api, alice, bob):
 def test_the_detail_counts_trials_by_state_and_shows_the_best_trial(api):
     data = create(api, search_space={"x": {"type": "float", "low": -1, "high": 1}})
     study = Study.objects.get(pk=data["id"])
-    optuna_study = study.optuna_study()
+    optuna_study = optuna_study_for(study)
     for value in [3.0, 1.0, 2.0]:
         trial = optuna_study.ask()
         trial.suggest_float("x", -1, 1)

@@ -14,7 +14,9 @@ from optuna.trial import TrialState
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from studies.api.serializers import TrialSerializer
 from studies.models import Study, Trial
+from studies.storage import get_storage, optuna_study_for
 
 
 @pytest.fixture
@@ -29,7 +31,7 @@ def api(bob) -> APIClient:
 def study(alice) -> Study:
     """Trials 0-5: complete 3.0, complete 1.0, pruned, failed, running, complete 2.0."""
     study = Study.objects.create(name="read", owner=alice, directions=["minimize"], search_space={})
-    optuna_study = study.optuna_study()
+    optuna_study = optuna_study_for(study)
     for outcome in [3.0, 1.0, "pruned", "fail", "running", 2.0]:
         trial = optuna_study.ask()
         trial.suggest_float("x", 0, 10)
@@ -96,7 +98,7 @@ def test_a_trial_reads_as_the_issue_spells_it(api, study):
         "number": 2,
         "state": "PRUNED",
         "values": [5.0],
-        "params": {"x": trial.to_frozen().params["x"], "kind": trial.to_frozen().params["kind"]},
+        "params": {"x": trial.external_params()["x"], "kind": trial.external_params()["kind"]},
         "intermediate_values": {"2": 5.0},
         "datetime_start": trial.datetime_start.isoformat(),
         "datetime_complete": trial.datetime_complete.isoformat(),
@@ -108,7 +110,7 @@ def test_a_trial_reads_as_the_issue_spells_it(api, study):
 
 def test_non_finite_numbers_read_as_strings(api, alice):
     study = Study.objects.create(name="inf", owner=alice, directions=["minimize", "maximize"])
-    optuna_study = study.optuna_study()
+    optuna_study = optuna_study_for(study)
     trial = optuna_study.ask()
     trial.set_user_attr("scores", [math.nan, math.inf, 1.0])
     optuna_study.tell(trial, [math.inf, -math.inf])
@@ -116,7 +118,7 @@ def test_non_finite_numbers_read_as_strings(api, alice):
     assert data["values"] == ["inf", "-inf"]
     assert data["user_attrs"] == {"scores": ["nan", "inf", 1.0]}
     single = Study.objects.create(name="single", owner=alice, directions=["minimize"])
-    single_study = single.optuna_study()
+    single_study = optuna_study_for(single)
     trial = single_study.ask()
     trial.report(math.nan, 0)
     single_study.tell(trial, 1.0)
@@ -130,7 +132,7 @@ def test_the_json_export_holds_every_trial(api, study):
     assert "attachment" in response["Content-Disposition"]
     trials = json.loads(b"".join(response.streaming_content))
     assert [t["number"] for t in trials] == [0, 1, 2, 3, 4, 5]
-    assert trials == [trial.to_dict() for trial in study.trials.order_by("number")]
+    assert trials == TrialSerializer(study.trials.order_by("number"), many=True).data
 
 
 def test_the_csv_export_holds_every_trial_with_a_column_per_parameter(api, study):
@@ -150,7 +152,7 @@ def test_the_csv_export_holds_every_trial_with_a_column_per_parameter(api, study
         "params_kind",
         "user_attrs_note",
     ]
-    frozen = study.trials.get(number=1).to_frozen()
+    frozen = get_storage().get_trial(study.trials.get(number=1).pk)
     assert rows[1]["state"] == "COMPLETE" and float(rows[1]["value"]) == 1.0
     assert float(rows[1]["params_x"]) == frozen.params["x"]
     assert rows[1]["params_kind"] == frozen.params["kind"] and rows[1]["user_attrs_note"] == "#1"
@@ -160,7 +162,7 @@ def test_the_csv_export_holds_every_trial_with_a_column_per_parameter(api, study
 
 def test_a_multi_objective_csv_has_a_column_per_objective(api, alice):
     study = Study.objects.create(name="mo", owner=alice, directions=["minimize", "maximize"])
-    optuna_study = study.optuna_study()
+    optuna_study = optuna_study_for(study)
     optuna_study.tell(optuna_study.ask(), [1.0, 2.0])
     response = api.get(f"/api/studies/{study.pk}/trials.csv")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
@@ -175,7 +177,7 @@ def test_exports_of_an_unknown_study_are_404(api, db):
 def test_a_trial_written_by_plain_optuna_reads_the_same(api, alice):
     # The rows are Optuna's storage: a client using optuna directly and the API agree.
     study = Study.objects.create(name="plain", owner=alice, directions=["maximize"])
-    storage = study.optuna_study()._storage
+    storage = optuna_study_for(study)._storage
     optuna_study = optuna.load_study(study_name="plain", storage=storage)
     optuna_study.optimize(lambda t: t.suggest_int("n", 1, 3), n_trials=3)
     listed = api.get(f"/api/studies/{study.pk}/trials/").json()["results"]

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from benchmarks.pages import make_study as make_large_study
 from studies import charts
 from studies.models import Study
+from studies.storage import optuna_study_for
 
 SPACE = {
     "booster": {"type": "categorical", "choices": ["gbtree", "dart"]},
@@ -53,9 +54,9 @@ def make_study(alice: Any, directions: tuple[str, ...] = ("minimize",), **fields
 
 def run_trials(study: Study, n: int) -> optuna.Study:
     """Real trials on the hub's storage: complete, pruned (with reports) and failed ones."""
-    from studies.search_space import suggest
+    from studies.config.search_space import suggest
 
-    optuna_study = study.optuna_study()
+    optuna_study = optuna_study_for(study)
 
     def objective(trial: optuna.Trial) -> Any:
         params = suggest(trial, study.search_space)
@@ -185,15 +186,15 @@ def test_chart_json_is_cached_until_the_trial_count_changes(logged_in, alice):
     study = make_study(alice)
     run_trials(study, 10)
     url = reverse("studies:chart", args=[study.pk, "history"])
-    sig = charts.signature(charts.trial_counts(study.pk))
+    sig = charts.study_signature(study)
     first = logged_in.get(url, {"v": sig})
     assert first["Cache-Control"] == "private, max-age=86400"
     again = logged_in.get(url, {"v": sig})
     assert again.content == first.content
     assert logged_in.get(url, {"v": "old"})["Cache-Control"] == "private, no-cache"
 
-    study.optuna_study().optimize(lambda t: t.suggest_float("x", -5, 5) ** 2, n_trials=1)
-    new_sig = charts.signature(charts.trial_counts(study.pk))
+    optuna_study_for(study).optimize(lambda t: t.suggest_float("x", -5, 5) ** 2, n_trials=1)
+    new_sig = charts.study_signature(study)
     assert new_sig != sig
     after = logged_in.get(url, {"v": new_sig}).json()
     before = first.json()
@@ -242,7 +243,7 @@ def test_beyond_their_limits_charts_sample_bin_or_aggregate_and_say_so(
         "HYPERVOLUME_CHECKPOINTS": 30,
     }
     for name, value in limits.items():
-        monkeypatch.setattr(charts, name, value)
+        monkeypatch.setattr(charts.limits, name, value)
     study = make_large_study("large", 1_000, owner=alice)
     complete = study.trials.filter(state=TrialState.COMPLETE).count()
 

@@ -15,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from studies.models import Job, Study
+from studies.storage import optuna_study_for
 from tests.conftest import REQUIRE_SERVICES
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -199,7 +200,7 @@ def test_a_user_creates_runs_and_explores_a_study_in_the_browser(
 
 def take_list_and_compare_screenshots(page, study: Study, alice) -> None:  # noqa: ANN001
     """A second study to compare with, run in this process with the same objective."""
-    from studies.objectives import get_objective
+    from studies.objectives.registry import get_objective
 
     random_study = Study.objects.create(
         name="sgd-digits-random",
@@ -211,7 +212,7 @@ def take_list_and_compare_screenshots(page, study: Study, alice) -> None:  # noq
         pruner={"type": "nop", "options": {}},
     )
     objective = get_objective("digits_sgd").make_objective(random_study.search_space)
-    random_study.optuna_study().optimize(objective, n_trials=N_TRIALS)
+    optuna_study_for(random_study).optimize(objective, n_trials=N_TRIALS)
     page.goto("/")
     shoot(page, "study-list")
     page.goto(f"/studies/compare/?ids={study.pk}&ids={random_study.pk}")

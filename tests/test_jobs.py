@@ -17,9 +17,12 @@ from django_q.models import OrmQ, Schedule
 from optuna.trial import TrialState
 from rest_framework.test import APIClient
 
-from studies import jobs
+from studies.actions import do_retry_job, do_start_job
+from studies.jobs import tasks
+from studies.jobs.base import WATCHDOG_SCHEDULE
+from studies.jobs.job_storage import JobStorage
 from studies.models import CommandObjective, Job, JobSlot, Study, Trial
-from studies.storage import DjangoStorage
+from studies.storage import DjangoStorage, get_storage, optuna_study_for
 
 FAIL_SPACE = {"x": {"type": "float", "low": -1, "high": 1}}
 
@@ -57,7 +60,7 @@ def run_slots(job: Job, indexes: list[int]) -> None:
 
     def target(index: int) -> None:
         try:
-            jobs.run_job_slot(job.pk, index)
+            tasks.run_job_slot(job.pk, index)
         finally:
             connections.close_all()
 
@@ -121,6 +124,18 @@ def test_a_bad_job_request_is_a_400_naming_the_field_and_queues_nothing(
     assert not Job.objects.exists() and not OrmQ.objects.exists()
 
 
+def test_a_bad_job_request_reports_every_invalid_field_at_once(db, alice):
+    study = make_study(alice, objective="")
+    body = {"n_trials": 0, "concurrency": 0, "timeout": -1, "mode": "fast", "trials": 5}
+    response = api(alice).post(f"/api/studies/{study.pk}/jobs/", body, format="json")
+    assert response.status_code == 400
+    errors = response.json()
+    assert set(errors) == {"n_trials", "concurrency", "timeout", "mode", "trials", "objective"}
+    assert errors["n_trials"] == ["must be at least 1"]
+    assert "has no objective" in errors["objective"][0]
+    assert not Job.objects.exists()
+
+
 def test_a_job_needs_a_study_with_an_objective_that_fits_it(db, alice):
     client = api(alice)
     cases = [
@@ -166,9 +181,9 @@ def test_unknown_studies_and_jobs_are_404s(db, alice):
 
 def test_jobs_are_listed_per_study_newest_first_and_read_by_id(db, alice):
     study, other = make_study(alice), make_study(alice)
-    first = jobs.start_job(study, alice, n_trials=5)
-    second = jobs.start_job(study, alice, n_trials=7, concurrency=2, mode="memory")
-    jobs.start_job(other, alice, n_trials=3)
+    first = do_start_job(study, alice, n_trials=5)
+    second = do_start_job(study, alice, n_trials=7, concurrency=2, mode="memory")
+    do_start_job(other, alice, n_trials=3)
     listed = api(alice).get(f"/api/studies/{study.pk}/jobs/").json()
     assert [j["id"] for j in listed["results"]] == [second.pk, first.pk]
     body = api(alice).get(f"/api/jobs/{second.pk}/").json()
@@ -180,7 +195,7 @@ def test_jobs_are_listed_per_study_newest_first_and_read_by_id(db, alice):
 
 
 def test_cancelling_a_queued_job_ends_it_and_an_ended_job_cannot_be_cancelled(db, alice):
-    job = jobs.start_job(make_study(alice), alice, n_trials=5)
+    job = do_start_job(make_study(alice), alice, n_trials=5)
     response = api(alice).post(f"/api/jobs/{job.pk}/cancel/")
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
@@ -218,8 +233,8 @@ def test_a_job_is_shown_in_the_openapi_schema(client):
 @pytest.mark.parametrize("mode", ["durable", "memory"])
 def test_a_job_runs_exactly_n_trials_and_tags_them(transactional_db, alice, fast, mode):
     study = make_study(alice)
-    job = jobs.start_job(study, alice, n_trials=25, mode=mode)
-    result = jobs.run_job_slot(job.pk, 0)
+    job = do_start_job(study, alice, n_trials=25, mode=mode)
+    result = tasks.run_job_slot(job.pk, 0)
     assert "done" in result
     assert states(job)["complete"] == 25
     assert study.trials.count() == 25
@@ -232,7 +247,7 @@ def test_a_job_runs_exactly_n_trials_and_tags_them(transactional_db, alice, fast
 @pytest.mark.parametrize("mode", ["durable", "memory"])
 def test_concurrent_slots_together_run_exactly_n_trials(transactional_db, alice, fast, mode):
     study = make_study(alice)
-    job = jobs.start_job(study, alice, n_trials=30, concurrency=3, mode=mode)
+    job = do_start_job(study, alice, n_trials=30, concurrency=3, mode=mode)
     run_slots(job, [0, 1, 2])
     progress = states(job)
     assert progress["complete"] == 30 and study.trials.count() == 30, progress
@@ -246,10 +261,10 @@ def test_a_memory_job_is_seeded_with_the_studys_trials_and_counts_only_its_own(
     transactional_db, alice, fast
 ):
     study = make_study(alice, sampler={"type": "random", "seed": 1})
-    earlier = study.optuna_study(storage=DjangoStorage())
+    earlier = optuna_study_for(study, DjangoStorage())
     earlier.optimize(lambda t: t.suggest_float("x0", -5, 5) ** 2, n_trials=5)
-    job = jobs.start_job(study, alice, n_trials=10, mode="memory")
-    jobs.run_job_slot(job.pk, 0)
+    job = do_start_job(study, alice, n_trials=10, mode="memory")
+    tasks.run_job_slot(job.pk, 0)
     assert states(job)["complete"] == 10
     assert study.trials.count() == 15
     assert sorted(study.trials.values_list("number", flat=True)) == list(range(15))
@@ -257,21 +272,21 @@ def test_a_memory_job_is_seeded_with_the_studys_trials_and_counts_only_its_own(
 
 def test_a_duplicate_or_late_task_does_nothing(transactional_db, alice, fast):
     study = make_study(alice)
-    job = jobs.start_job(study, alice, n_trials=5)
+    job = do_start_job(study, alice, n_trials=5)
     # Another worker holds the slot and is alive.
     JobSlot.objects.filter(job=job).update(token="someone", heartbeat=timezone.now())
-    assert "nothing to do" in jobs.run_job_slot(job.pk, 0)
+    assert "nothing to do" in tasks.run_job_slot(job.pk, 0)
     assert not study.trials.exists()
     JobSlot.objects.filter(job=job).update(token="", heartbeat=None)
-    jobs.run_job_slot(job.pk, 0)
-    assert "nothing to do" in jobs.run_job_slot(job.pk, 0)  # the job has ended
+    tasks.run_job_slot(job.pk, 0)
+    assert "nothing to do" in tasks.run_job_slot(job.pk, 0)  # the job has ended
     assert study.trials.count() == 5
 
 
 def test_failed_trials_do_not_count_toward_n_trials(transactional_db, alice, fast):
     study = make_study(alice, objective="fails_when_negative", sampler={"type": "random"})
-    job = jobs.start_job(study, alice, n_trials=12)
-    jobs.run_job_slot(job.pk, 0)
+    job = do_start_job(study, alice, n_trials=12)
+    tasks.run_job_slot(job.pk, 0)
     progress = states(job)
     assert progress["complete"] == 12 and progress["failed"] > 0
     assert job.n_failed == progress["failed"]
@@ -286,8 +301,8 @@ def test_a_job_whose_trials_keep_failing_stops_with_a_clear_error(transactional_
         search_space={"x": {"type": "float", "low": 0, "high": 1}},
     )
     study = make_study(alice, objective="crashes")
-    job = jobs.start_job(study, alice, n_trials=50, max_failed_trials=3)
-    jobs.run_job_slot(job.pk, 0)
+    job = do_start_job(study, alice, n_trials=50, max_failed_trials=3)
+    tasks.run_job_slot(job.pk, 0)
     job.refresh_from_db()
     assert job.status == "failed" and job.stop_reason == "max_failed_trials"
     assert study.trials.count() == 3
@@ -297,8 +312,8 @@ def test_a_job_whose_trials_keep_failing_stops_with_a_clear_error(transactional_
 
 def test_a_memory_job_stops_at_max_failed_trials_too(transactional_db, alice, fast):
     study = make_study(alice, objective="fails_when_negative", sampler={"type": "random"})
-    job = jobs.start_job(study, alice, n_trials=1000, max_failed_trials=4, mode="memory")
-    jobs.run_job_slot(job.pk, 0)
+    job = do_start_job(study, alice, n_trials=1000, max_failed_trials=4, mode="memory")
+    tasks.run_job_slot(job.pk, 0)
     job.refresh_from_db()
     assert job.status == "failed" and job.n_failed == 4
     assert states(job)["failed"] == 4  # the failed trials reached the database
@@ -310,8 +325,8 @@ def test_a_timeout_stops_a_job(transactional_db, alice, fast):
         argv=[sys.executable, "-c", "import time; time.sleep(0.3); print('value 1')"],
         search_space={"x": {"type": "float", "low": 0, "high": 1}},
     )
-    job = jobs.start_job(make_study(alice, objective="slowish"), alice, n_trials=100, timeout=1.5)
-    jobs.run_job_slot(job.pk, 0)
+    job = do_start_job(make_study(alice, objective="slowish"), alice, n_trials=100, timeout=1.5)
+    tasks.run_job_slot(job.pk, 0)
     job.refresh_from_db()
     assert job.status == "succeeded" and job.stop_reason == "timeout"
     assert 1 <= states(job)["complete"] < 10
@@ -319,7 +334,7 @@ def test_a_timeout_stops_a_job(transactional_db, alice, fast):
 
 def test_delay_staggers_trial_starts(transactional_db, alice, fast):
     study = make_study(alice)
-    job = jobs.start_job(study, alice, n_trials=4, delay=0.3, concurrency=2)
+    job = do_start_job(study, alice, n_trials=4, delay=0.3, concurrency=2)
     run_slots(job, [0, 1])
     starts = sorted(study.trials.values_list("datetime_start", flat=True))
     gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
@@ -331,8 +346,8 @@ def test_delay_staggers_trial_starts(transactional_db, alice, fast):
 
 def dead_worker_trial(job: Job) -> Trial:
     """Leave a job as a worker killed mid-trial would: slot leased, trial running."""
-    storage = jobs.JobStorage(job.pk, 0)
-    study = job.study.optuna_study(storage=storage)
+    storage = JobStorage(job.pk, 0)
+    study = optuna_study_for(job.study, storage)
     trial = study.ask()
     trial.suggest_float("x0", -5.12, 5.12)
     trial.suggest_float("x1", -5.12, 5.12)
@@ -345,11 +360,11 @@ def dead_worker_trial(job: Job) -> Trial:
 
 def test_a_trial_whose_worker_died_is_rerun_with_the_same_parameters(transactional_db, alice, fast):
     study = make_study(alice)
-    job = jobs.start_job(study, alice, n_trials=6)
+    job = do_start_job(study, alice, n_trials=6)
     lost = dead_worker_trial(job)
     OrmQ.objects.all().delete()
 
-    actions = jobs.check_jobs()
+    actions = tasks.check_jobs()
     lost.refresh_from_db()
     assert lost.state == TrialState.FAIL
     assert "stopped sending heartbeats" in lost.system_attrs["hub_error"]
@@ -359,22 +374,22 @@ def test_a_trial_whose_worker_died_is_rerun_with_the_same_parameters(transaction
     assert job.status == "queued"  # no worker runs it until the task is picked up
     assert OrmQ.objects.count() == 1, actions  # the slot's task, enqueued again
 
-    jobs.run_job_slot(job.pk, 0)
+    tasks.run_job_slot(job.pk, 0)
     assert states(job)["complete"] == 6 and job.status == "succeeded"
     rerun = study.trials.get(system_attrs__contains='"hub_retry_of"')
     assert rerun.system_attrs["hub_retry_of"] == lost.number
-    assert rerun.to_frozen().params == lost.to_frozen().params
+    assert rerun.external_params() == lost.external_params()
     assert rerun.state == TrialState.COMPLETE
 
 
 def test_the_watchdog_fails_a_job_whose_workers_keep_dying(transactional_db, alice, fast):
     fast.HUB_MAX_JOB_RESUMES = 1
-    job = jobs.start_job(make_study(alice), alice, n_trials=6)
+    job = do_start_job(make_study(alice), alice, n_trials=6)
     dead_worker_trial(job)
-    jobs.check_jobs()
+    tasks.check_jobs()
     assert Job.objects.get(pk=job.pk).status == "queued"
     dead_worker_trial(job)
-    jobs.check_jobs()
+    tasks.check_jobs()
     job.refresh_from_db()
     assert job.status == "failed" and job.stop_reason == "workers_died"
     assert "its workers died 2 times" in job.error
@@ -382,39 +397,39 @@ def test_the_watchdog_fails_a_job_whose_workers_keep_dying(transactional_db, ali
 
 
 def test_the_watchdog_enqueues_a_lost_task_again_backing_off(db, alice, fast):
-    job = jobs.start_job(make_study(alice), alice, n_trials=6)
+    job = do_start_job(make_study(alice), alice, n_trials=6)
     JobSlot.objects.filter(job=job).update(
         enqueued_at=timezone.now() - timedelta(seconds=10), n_enqueued=1
     )
-    assert jobs.check_jobs() == [f"job {job.pk}: enqueued slots [0]"]
+    assert tasks.check_jobs() == [f"job {job.pk}: enqueued slots [0]"]
     assert OrmQ.objects.count() == 1
-    assert jobs.check_jobs() == []  # not again before the back-off has passed
+    assert tasks.check_jobs() == []  # not again before the back-off has passed
     slot = JobSlot.objects.get(job=job)
     assert slot.n_enqueued == 2
 
 
 def test_the_watchdog_schedule_is_created_once(db, alice):
     study = make_study(alice)
-    jobs.start_job(study, alice, n_trials=1)
-    jobs.start_job(study, alice, n_trials=1)
-    schedule = Schedule.objects.get(name=jobs.WATCHDOG_SCHEDULE)
-    assert schedule.func == "studies.jobs.check_jobs"
+    do_start_job(study, alice, n_trials=1)
+    do_start_job(study, alice, n_trials=1)
+    schedule = Schedule.objects.get(name=WATCHDOG_SCHEDULE)
+    assert schedule.func == "studies.jobs.tasks.check_jobs"
     assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 1
 
 
 def test_a_cancelled_job_can_be_retried_to_its_full_n_trials(transactional_db, alice, fast):
     study = make_study(alice)
-    job = jobs.start_job(study, alice, n_trials=8)
+    job = do_start_job(study, alice, n_trials=8)
     assert job.cancel() and job.status == "cancelled"
-    assert "nothing to do" in jobs.run_job_slot(job.pk, 0)
-    assert job.retry() and job.status == "queued"
-    assert not job.retry()  # only failed, cancelled or timed-out jobs
-    jobs.run_job_slot(job.pk, 0)
+    assert "nothing to do" in tasks.run_job_slot(job.pk, 0)
+    assert do_retry_job(job, alice) and job.status == "queued"
+    assert not do_retry_job(job, alice)  # only failed, cancelled or timed-out jobs
+    tasks.run_job_slot(job.pk, 0)
     assert states(job)["complete"] == 8 and job.status == "succeeded"
 
 
 def test_the_admin_cancels_and_retries_jobs(db, admin_client, alice):
-    job = jobs.start_job(make_study(alice), alice, n_trials=3)
+    job = do_start_job(make_study(alice), alice, n_trials=3)
     response = admin_client.post(
         "/admin/studies/job/", {"action": "cancel_jobs", "_selected_action": [job.pk]}
     )
@@ -431,7 +446,7 @@ def test_a_memory_job_writes_trials_while_it_runs_and_all_of_them_when_cancelled
 ):
     fast.HUB_MEMORY_FLUSH_INTERVAL = 1
     study = make_study(alice, sampler={"type": "random", "seed": 0})
-    job = jobs.start_job(study, alice, n_trials=1_000_000, mode="memory")
+    job = do_start_job(study, alice, n_trials=1_000_000, mode="memory")
     thread = threading.Thread(target=run_slots, args=(job, [0]))
     thread.start()
     deadline = timezone.now() + timedelta(seconds=30)
@@ -462,27 +477,27 @@ def test_a_long_task_hands_its_slot_to_a_fresh_task_before_django_q2_times_out(
         search_space={"x": {"type": "float", "low": 0, "high": 1}},
     )
     study = make_study(alice, objective="tenth")
-    job = jobs.start_job(study, alice, n_trials=20)
+    job = do_start_job(study, alice, n_trials=20)
     OrmQ.objects.all().delete()
     monkeypatch.setattr(Conf, "TIMEOUT", 1)
-    assert "handed over" in jobs.run_job_slot(job.pk, 0)
+    assert "handed over" in tasks.run_job_slot(job.pk, 0)
     assert OrmQ.objects.count() == 1  # its successor
     slot = JobSlot.objects.get(job=job)
     assert slot.token == "" and not slot.finished
     assert 0 < states(job)["complete"] < 20 and job.status == "running"
     monkeypatch.setattr(Conf, "TIMEOUT", 600)
-    jobs.run_job_slot(job.pk, 0)
+    tasks.run_job_slot(job.pk, 0)
     assert states(job)["complete"] == 20 and job.status == "succeeded"
 
 
 def test_a_job_runs_trials_enqueued_on_its_study_first(transactional_db, alice, fast):
     study = make_study(alice)
-    optuna_study = study.optuna_study(storage=DjangoStorage())
+    optuna_study = optuna_study_for(study, DjangoStorage())
     optuna_study.enqueue_trial({"x0": 0.5, "x1": -0.5})
     optuna_study.enqueue_trial({"x0": 0.0, "x1": 0.0})
-    job = jobs.start_job(study, alice, n_trials=5)
-    jobs.run_job_slot(job.pk, 0)
+    job = do_start_job(study, alice, n_trials=5)
+    tasks.run_job_slot(job.pk, 0)
     assert states(job)["complete"] == 5 and study.trials.count() == 5
-    first, second = (t.to_frozen() for t in study.trials.order_by("number")[:2])
+    first, second = (get_storage().get_trial(t.pk) for t in study.trials.order_by("number")[:2])
     assert first.params == {"x0": 0.5, "x1": -0.5} and second.value == 0.0
     assert first.system_attrs["hub_job_id"] == job.pk

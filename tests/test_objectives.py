@@ -7,8 +7,9 @@ import math
 import optuna
 import pytest
 
-from studies.objectives import builtin, get_objective, get_objectives, objective
-from studies.search_space import ConfigError
+from studies.config.errors import ConfigError
+from studies.objectives import builtin, objective
+from studies.objectives.registry import get_objective, get_objectives
 
 # A project's own objectives, registered through settings.HUB_OBJECTIVES below.
 

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import optuna
 import pytest
-from django.core.exceptions import ValidationError
 from optuna.trial import TrialState
 
+from studies.admin import CommandObjectiveForm
 from studies.models import CommandObjective
-from studies.objectives import RunContext, get_objective, get_objectives
+from studies.objectives import RunContext
 from studies.objectives.command import parse_line, render_argv
+from studies.objectives.registry import check_command_objective, get_objective, get_objectives
 
+JSON_FIELDS = ("argv", "directions", "search_space", "environment")
 SPACE = {
     "x": {"type": "float", "low": -2, "high": 2},
     "kind": {"type": "categorical", "choices": ["a", "b"]},
@@ -27,7 +29,7 @@ SPACE = {
 def command(name: str, script: str, *args: str, **fields) -> CommandObjective:
     fields.setdefault("search_space", {"x": {"type": "float", "low": -2, "high": 2}})
     row = CommandObjective(name=name, argv=[sys.executable, "-c", script, *args], **fields)
-    row.full_clean()
+    check_command_objective(row)
     row.save()
     return row
 
@@ -166,11 +168,13 @@ def test_the_admin_rejects_an_invalid_command_objective(db, fields, field, messa
         "argv": ["python3", "train.py", "--x", "{x}"],
         "search_space": {"x": {"type": "float", "low": 0, "high": 1}},
     }
-    row = CommandObjective(**{**values, **fields})
-    with pytest.raises(ValidationError) as e:
-        row.full_clean()
-    assert field in e.value.message_dict
-    assert message in " ".join(e.value.message_dict[field])
+    data = {"directions": ["minimize"], "timeout": 3600, "enabled": True, **values, **fields}
+    form = CommandObjectiveForm(
+        {key: json.dumps(v) if key in JSON_FIELDS else v for key, v in data.items()}
+    )
+    assert not form.is_valid()
+    assert field in form.errors
+    assert message in " ".join(form.errors[field])
 
 
 def test_staff_register_a_command_objective_in_the_admin(client, staff, tmp_path):
@@ -230,6 +234,6 @@ def test_the_working_directory_is_where_the_command_runs(db, tmp_path: Path):
     row = CommandObjective(
         name="in_dir", argv=[sys.executable, "train.py"], working_directory=str(tmp_path)
     )
-    row.full_clean()
+    check_command_objective(row)
     row.save()
     assert run("in_dir").best_value == 42

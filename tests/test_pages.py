@@ -16,10 +16,13 @@ from django.urls import reverse
 from optuna.trial import TrialState
 
 from studies import charts
-from studies.jobs import start_job
-from studies.models import Job, Study
-from studies.search_space import ConfigError, suggest
-from studies.study_config import clean_study_config
+from studies.actions import do_start_job
+from studies.config.errors import ConfigError
+from studies.config.search_space import suggest
+from studies.config.study import clean_study_config
+from studies.models import Job, JobTrial, Study
+from studies.storage import optuna_study_for
+from studies.templatetags.hub import fmt_duration, fmt_value
 
 SPACE = {
     "booster": {"type": "categorical", "choices": ["gbtree", "dart"]},
@@ -44,7 +47,7 @@ def make_study(owner: Any, name: str = "demo", **fields: Any) -> Study:
 
 def run_trials(study: Study, n: int, *, fail_every: int = 0, report: bool = False) -> None:
     """Real trials through Optuna on the hub's storage, as a worker would run them."""
-    optuna_study = study.optuna_study()
+    optuna_study = optuna_study_for(study)
 
     def objective(trial: optuna.Trial) -> Any:
         params = suggest(trial, study.search_space)
@@ -115,7 +118,7 @@ def test_the_study_list_shows_counts_best_value_running_jobs_and_activity(logged
     study = make_study(alice, objective="sphere", search_space={})
     other = make_study(alice, name="quiet")
     run_trials(other, 6, fail_every=3)
-    start_job(study, alice, n_trials=5)
+    do_start_job(study, alice, n_trials=5)
     response = logged_in.get(reverse("studies:study_list"))
     assert response.status_code == 200
     html = response.content.decode()
@@ -124,7 +127,7 @@ def test_the_study_list_shows_counts_best_value_running_jobs_and_activity(logged
     assert rows["quiet"]["counts"]["COMPLETE"] == 4
     assert rows["quiet"]["counts"]["FAIL"] == 2
     best = min(t.value for t in other.trials.filter(state=TrialState.COMPLETE))
-    assert rows["quiet"]["best"] == f"{best:.6g}"
+    assert fmt_value(rows["quiet"]["best"]) == f"{best:.6g}"
     assert rows["demo"]["jobs"] == 1
     assert "1 running" in html
     assert rows["quiet"]["last_activity"] >= other.trials.order_by("-id")[0].datetime_start
@@ -369,7 +372,7 @@ def alices_study(alice):
 def test_another_user_can_look_but_not_change_run_cancel_or_delete(
     client, alice, bob, alices_study
 ):
-    job = start_job(alices_study, alice, n_trials=3)
+    job = do_start_job(alices_study, alice, n_trials=3)
     client.force_login(bob)
     study = alices_study
     assert client.get(reverse("studies:study", args=[study.pk])).status_code == 200
@@ -432,7 +435,7 @@ def test_the_run_form_starts_a_job_for_the_owner(logged_in, alice, alices_study)
     ("data", "field", "message"),
     [
         ({"n_trials": ""}, "n_trials", "is required"),
-        ({"n_trials": "many"}, "n_trials", "'many' is not a whole number"),
+        ({"n_trials": "many"}, "n_trials", "must be an integer"),
         ({"n_trials": "0"}, "n_trials", "must be at least 1"),
         ({"n_trials": "5", "concurrency": "999"}, "concurrency", "must be at most"),
         ({"n_trials": "5", "timeout": "-1"}, "timeout", "must be greater than 0"),
@@ -459,7 +462,7 @@ def test_a_study_without_an_objective_cannot_run(logged_in, alice):
 
 
 def test_the_owner_cancels_a_job_from_the_page(logged_in, alice, alices_study):
-    job = start_job(alices_study, alice, n_trials=3)
+    job = do_start_job(alices_study, alice, n_trials=3)
     response = logged_in.post(
         reverse("studies:job_cancel", args=[job.pk]), HTTP_ACCEPT="application/json"
     )
@@ -507,7 +510,7 @@ def test_a_multi_objective_study_page_shows_the_pareto_set(logged_in, alice):
     response = logged_in.get(reverse("studies:study", args=[study.pk]))
     names = [name for name, _ in response.context["charts"]]
     assert "pareto" in names and "hypervolume" in names
-    optuna_front = {t.number for t in study.optuna_study().best_trials}
+    optuna_front = {t.number for t in optuna_study_for(study).best_trials}
     shown = {row["number"] for row in response.context["summary"]["pareto"]}
     assert shown == optuna_front
     assert response.context["summary"]["n_pareto"] == len(optuna_front)
@@ -543,8 +546,8 @@ def test_the_status_view_reports_what_the_page_refreshes(logged_in, alice):
     url = reverse("studies:study_status", args=[study.pk])
     before = logged_in.get(url).json()
     assert before["n_trials"] == 0 and before["active"] is False
-    job = start_job(study, alice, n_trials=4)
-    optuna_study = study.optuna_study()
+    job = do_start_job(study, alice, n_trials=4)
+    optuna_study = optuna_study_for(study)
     optuna_study.optimize(lambda t: t.suggest_float("x0", -1, 1) ** 2, n_trials=2)
     after = logged_in.get(url).json()
     assert after["signature"] != before["signature"]
@@ -557,11 +560,9 @@ def test_the_status_view_reports_what_the_page_refreshes(logged_in, alice):
 
 
 def test_a_job_progress_bar_counts_the_jobs_trials(logged_in, alice):
-    from studies.models import JobTrial
-
     study = make_study(alice, objective="sphere", search_space={})
-    job = start_job(study, alice, n_trials=4)
-    study.optuna_study().optimize(lambda t: t.suggest_float("x0", -1, 1) ** 2, n_trials=3)
+    job = do_start_job(study, alice, n_trials=4)
+    optuna_study_for(study).optimize(lambda t: t.suggest_float("x0", -1, 1) ** 2, n_trials=3)
     for trial in study.trials.all():
         JobTrial.objects.create(job=job, trial=trial)
     info = logged_in.get(reverse("studies:study_status", args=[study.pk])).json()["jobs"][0]
@@ -587,7 +588,7 @@ def test_the_trial_page_shows_params_values_curve_attributes_and_output(logged_i
     assert response.status_code == 200
     html = response.content.decode()
     trial.refresh_from_db()
-    params = trial.to_dict()["params"]
+    params = trial.external_params()
     for name, value in params.items():
         assert name in html
         assert (f"{value:.6g}" if isinstance(value, float) else str(value)) in html
@@ -603,7 +604,7 @@ def test_the_trial_page_shows_params_values_curve_attributes_and_output(logged_i
 
 def test_the_trial_page_of_a_running_trial_without_values(logged_in, alice):
     study = make_study(alice)
-    optuna_study = study.optuna_study()
+    optuna_study = optuna_study_for(study)
     optuna_study.ask()
     trial = study.trials.get()
     html = logged_in.get(reverse("studies:trial", args=[trial.pk])).content.decode()
@@ -654,7 +655,7 @@ def test_the_admin_links_to_the_pages_and_the_pages_link_to_the_admin_for_staff(
     staff = django_user_model.objects.create_superuser("root", password="root-password")
     study = make_study(alice, objective="sphere", search_space={})
     run_trials_for_sphere(study)
-    job = start_job(study, alice, n_trials=2)
+    job = do_start_job(study, alice, n_trials=2)
     trial = study.trials.first()
     client.force_login(staff)
     for admin_url, page_url in [
@@ -674,12 +675,10 @@ def test_the_admin_links_to_the_pages_and_the_pages_link_to_the_admin_for_staff(
 
 
 def run_trials_for_sphere(study: Study) -> None:
-    study.optuna_study().optimize(lambda t: t.suggest_float("x0", -1, 1) ** 2, n_trials=2)
+    optuna_study_for(study).optimize(lambda t: t.suggest_float("x0", -1, 1) ** 2, n_trials=2)
 
 
 def test_values_are_formatted_for_people():
-    from studies.views import fmt_duration, fmt_value
-
     assert fmt_value(None) == "—"
     assert fmt_value(math.inf) == "∞" and fmt_value(-math.inf) == "−∞"
     assert fmt_value(math.nan) == "NaN"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from studies.models import Trial
-from studies.storage import DjangoStorage
+from studies.storage import DjangoStorage, sqlite
 from tests.conftest import BASE_DIR, subprocess_env
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -205,12 +206,8 @@ def test_four_processes_number_two_hundred_trials_exactly_once(transactional_db)
 
 
 def test_the_first_writes_of_many_threads_at_once_all_succeed(transactional_db):
-    import threading
-
-    from studies import storage as storage_module
-
     optuna.create_study(study_name="burst", storage=DjangoStorage())
-    storage_module._forget_writer_queues()  # as in a fresh worker process
+    sqlite._forget_writer_queues()  # as in a fresh worker process
     # Switch threads as often as possible, so racing first uses interleave.
     previous = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)

@@ -25,8 +25,7 @@ from optuna.trial import TrialState, create_trial
 from rest_framework import status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 
-from studies.models import Study, Trial, json_safe
-from studies.search_space import (
+from studies.config.search_space import (
     SearchSpace,
     in_choices,
     is_int,
@@ -34,8 +33,9 @@ from studies.search_space import (
     suggest,
     to_distribution,
 )
-from studies.storage import get_storage
-from studies.study_config import check_compatible
+from studies.config.study import check_compatible
+from studies.models import Study, Trial, json_safe
+from studies.storage import get_storage, optuna_study_for
 
 CACHE_SIZE = 64
 
@@ -59,7 +59,7 @@ _lock = threading.Lock()
 _studies: OrderedDict[int, tuple[datetime, Any, optuna.Study]] = OrderedDict()
 
 
-def optuna_study_for(study: Study) -> optuna.Study:
+def cached_study(study: Study) -> optuna.Study:
     """The process's optuna.Study for ``study``, rebuilt when its row was saved since."""
     storage = get_storage()
     with _lock:
@@ -67,33 +67,11 @@ def optuna_study_for(study: Study) -> optuna.Study:
         if cached is not None and cached[0] == study.updated_at and cached[1] is storage:
             _studies.move_to_end(study.pk)
             return cached[2]
-        optuna_study = study.optuna_study(storage)
+        optuna_study = optuna_study_for(study, storage)
         _studies[study.pk] = (study.updated_at, storage, optuna_study)
         while len(_studies) > CACHE_SIZE:
             _studies.popitem(last=False)
         return optuna_study
-
-
-def forget(study_id: int) -> None:
-    with _lock:
-        _studies.pop(study_id, None)
-
-
-def best_trials(study: Study) -> list[Trial]:
-    """Optuna's best trials: the best one for a single objective, else the Pareto set."""
-    # Reading needs no sampler; a RandomSampler is the cheapest to build.
-    optuna_study = optuna.Study(
-        study_name=study.name, storage=get_storage(), sampler=optuna.samplers.RandomSampler()
-    )
-    if study.is_multi_objective:
-        frozen = optuna_study.best_trials
-    else:
-        try:
-            frozen = [optuna_study.best_trial]
-        except ValueError:  # no complete trial yet
-            frozen = []
-    rows = Trial.objects.in_bulk([t._trial_id for t in frozen])
-    return [rows[t._trial_id] for t in frozen if t._trial_id in rows]
 
 
 def ask(study: Study, search_space: SearchSpace | None = None) -> dict[str, Any]:
@@ -102,7 +80,7 @@ def ask(study: Study, search_space: SearchSpace | None = None) -> dict[str, Any]
     # An incompatible distribution would fail after the trial exists: refuse first.
     check_compatible(space, study.param_distributions)
     with still_there("study"):
-        optuna_study = optuna_study_for(study)
+        optuna_study = cached_study(study)
         trial = optuna_study.ask()
     try:
         params = suggest(trial, space)
@@ -164,7 +142,7 @@ def suggest_param(trial: Trial, name: str, spec: dict[str, Any]) -> Any:
     # name cannot both sample it: the second sees the first's value.
     with transaction.atomic():
         _lock_running(trial)
-        optuna_trial = optuna.Trial(optuna_study_for(trial.study), trial.pk)
+        optuna_trial = optuna.Trial(cached_study(trial.study), trial.pk)
         try:
             value = suggest(optuna_trial, {name: spec})[name]
         except ValueError as e:
@@ -180,7 +158,7 @@ def report(trial: Trial, step: int, value: float) -> bool:
         )
     with transaction.atomic():
         _lock_running(trial)
-        optuna_trial = optuna.Trial(optuna_study_for(trial.study), trial.pk)
+        optuna_trial = optuna.Trial(cached_study(trial.study), trial.pk)
         # A step already reported keeps its first value, as in Optuna (without its warning).
         if step not in optuna_trial._cached_frozen_trial.intermediate_values:
             optuna_trial.report(value, step)
@@ -225,7 +203,7 @@ def tell(trial: Trial, values: list[float | None] | None, state: TrialState | No
     if TrialState(trial.state).is_finished() or trial.state != TrialState.RUNNING:
         return _already_told(trial, state, values)
     with still_there("trial"):
-        optuna_study = optuna_study_for(trial.study)
+        optuna_study = cached_study(trial.study)
         try:
             with finishing(optuna_study):
                 optuna_study.tell(trial.number, values, state=state)

@@ -1,6 +1,6 @@
 """One serializer per resource, and one per request body of the ask/tell actions.
 
-Study validation is studies.study_config.clean_study_config, the same function
+Study validation is studies.config.study.clean_study_config, the same function
 the pages use; the fields declared here document the shapes in the OpenAPI
 schema. JSON has no inf or nan: objective values, intermediate values and
 attributes that are not finite are written as the strings "inf", "-inf" and
@@ -13,21 +13,23 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from django.db.models import Count
 from drf_spectacular.utils import extend_schema_field
 from optuna.trial import TrialState
 from rest_framework import serializers
 
-from studies.models import Study, Trial, json_safe
-from studies.samplers import PRUNERS, SAMPLERS
-from studies.search_space import ConfigError
-from studies.study_config import (
+from studies.actions import do_create_study, do_start_job, do_update_study
+from studies.config.errors import ConfigError
+from studies.config.samplers import PRUNERS, SAMPLERS
+from studies.config.study import (
     FIELDS,
     check_json,
     clean_search_space,
     clean_study_config,
     is_utf8,
 )
+from studies.jobs.base import MAX_DELAY, MAX_TRIALS
+from studies.jobs.options import MODES, clean_job_options
+from studies.models import Job, Study, Trial, json_safe
 
 # Steps and the like are stored as JSON and compared in Python; this keeps them
 # within what every database and client represents exactly.
@@ -117,7 +119,7 @@ SEARCH_SPACE_HELP = (
 
 
 class TrialSerializer(serializers.Serializer):
-    """A trial as Trial.to_dict() writes it."""
+    """A trial: external params (as the objective saw them), JSON-safe numbers."""
 
     trial_id = serializers.IntegerField(read_only=True)
     number = serializers.IntegerField(read_only=True)
@@ -132,8 +134,23 @@ class TrialSerializer(serializers.Serializer):
     duration = serializers.FloatField(allow_null=True, read_only=True, help_text="Seconds.")
     user_attrs = serializers.DictField(read_only=True)
 
-    def to_representation(self, instance: Trial) -> dict[str, Any]:
-        return instance.to_dict()
+    def to_representation(self, trial: Trial) -> dict[str, Any]:
+        return {
+            "trial_id": trial.pk,
+            "number": trial.number,
+            "state": trial.state_name,
+            "values": json_safe(trial.values),
+            "params": json_safe(trial.external_params()),
+            "intermediate_values": json_safe(trial.intermediate_values),
+            "datetime_start": iso(trial.datetime_start),
+            "datetime_complete": iso(trial.datetime_complete),
+            "duration": trial.duration,
+            "user_attrs": json_safe(trial.user_attrs),
+        }
+
+
+def iso(dt: Any) -> str | None:
+    return dt.isoformat() if dt else None
 
 
 class TrialCountsSerializer(serializers.Serializer):
@@ -142,13 +159,6 @@ class TrialCountsSerializer(serializers.Serializer):
     COMPLETE = serializers.IntegerField()
     PRUNED = serializers.IntegerField()
     FAIL = serializers.IntegerField()
-
-
-def trial_counts(study: Study) -> dict[str, int]:
-    if hasattr(study, "n_complete"):  # annotated by Study.objects.with_trial_counts()
-        return {state.name: getattr(study, f"n_{state.name.lower()}") for state in TrialState}
-    counts = dict(study.trials.values_list("state").annotate(n=Count("id")).order_by())
-    return {state.name: counts.get(state.value, 0) for state in TrialState}
 
 
 class StudySerializer(serializers.Serializer):
@@ -193,16 +203,13 @@ class StudySerializer(serializers.Serializer):
             raise config_error(e) from None
 
     def create(self, validated_data: dict[str, Any]) -> Study:
-        return Study.objects.create(**validated_data)
+        return do_create_study(self.context["request"].user, validated_data)
 
     def update(self, instance: Study, validated_data: dict[str, Any]) -> Study:
-        for key, value in validated_data.items():
-            setattr(instance, key, value)
-        instance.save()
-        return instance
+        return do_update_study(instance, self.context["request"].user, validated_data)
 
     def to_representation(self, study: Study) -> dict[str, Any]:
-        counts = trial_counts(study)
+        counts = study.trial_counts()
         return {
             "id": study.pk,
             "name": study.name,
@@ -231,12 +238,11 @@ class StudyDetailSerializer(StudySerializer):
     )
 
     def to_representation(self, study: Study) -> dict[str, Any]:
-        from studies.api.ask_tell import best_trials
-
         data = super().to_representation(study)
-        best = best_trials(study)
-        data["best_trial"] = best[0].to_dict() if best and not study.is_multi_objective else None
-        data["best_trials"] = [trial.to_dict() for trial in best]
+        trial = TrialSerializer()
+        best = [trial.to_representation(t) for t in study.best_trials()]
+        data["best_trial"] = best[0] if best and not study.is_multi_objective else None
+        data["best_trials"] = best
         return data
 
 
@@ -366,3 +372,96 @@ class TellSerializer(serializers.Serializer):
                 {"values": [f"expected {n_directions} (one per direction), got {len(values)}"]}
             )
         return data
+
+
+# Jobs
+
+
+class ProgressSerializer(serializers.Serializer):
+    complete = serializers.IntegerField()
+    pruned = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    running = serializers.IntegerField()
+    n_trials = serializers.IntegerField()
+
+
+class JobSerializer(serializers.Serializer):
+    """A job. Input is validated as a whole by clean_job_options (the run form's too)."""
+
+    id = serializers.IntegerField(read_only=True)
+    study = serializers.IntegerField(read_only=True)
+    objective = serializers.CharField(read_only=True)
+    mode = serializers.ChoiceField(choices=MODES, default=Job.DURABLE)
+    status = serializers.ChoiceField(choices=[s for s, _ in Job.STATUS_CHOICES], read_only=True)
+    progress = ProgressSerializer(read_only=True)
+    best_value = ObjectiveValueField(allow_null=True, read_only=True)
+    n_trials = serializers.IntegerField(min_value=1, max_value=MAX_TRIALS)
+    timeout = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, help_text="Seconds; the job stops after."
+    )
+    concurrency = serializers.IntegerField(
+        default=1, min_value=1, help_text="Trials run at once, across worker processes."
+    )
+    delay = serializers.FloatField(
+        default=0, min_value=0, max_value=MAX_DELAY, help_text="Seconds between trial starts."
+    )
+    max_failed_trials = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="Fail the job after this many."
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+    started_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    finished_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    heartbeat = serializers.DateTimeField(allow_null=True, read_only=True)
+    stop_reason = serializers.CharField(
+        read_only=True,
+        help_text="n_trials, timeout, cancelled, max_failed_trials, workers_died or error.",
+    )
+    error = serializers.CharField(read_only=True)
+    url = serializers.CharField(read_only=True)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        try:
+            return clean_job_options(self.context["study"], data)
+        except ConfigError as e:
+            raise config_error(e) from None
+
+    def create(self, validated_data: dict[str, Any]) -> Job:
+        return do_start_job(self.context["study"], self.context["request"].user, **validated_data)
+
+    def to_representation(self, job: Job) -> dict[str, Any]:
+        return {
+            "id": job.pk,
+            "study": job.study_id,
+            "objective": job.objective,
+            "mode": job.mode,
+            "status": job.status,
+            "progress": job.progress(),
+            "best_value": json_safe(job.best_value()),
+            "n_trials": job.n_trials,
+            "timeout": job.timeout,
+            "concurrency": job.concurrency,
+            "delay": job.delay,
+            "max_failed_trials": job.max_failed_trials,
+            "created_at": iso(job.created_at),
+            "started_at": iso(job.started_at),
+            "finished_at": iso(job.finished_at),
+            "heartbeat": iso(job.heartbeat),
+            "stop_reason": job.stop_reason,
+            "error": job.error,
+            "url": job.get_api_url(),
+        }
+
+
+class JobCreatedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=[Job.QUEUED])
+    url = serializers.CharField()
+
+
+class ObjectiveSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    kind = serializers.ChoiceField(choices=["builtin", "sklearn", "project", "command"])
+    directions = serializers.ListField(child=serializers.ChoiceField(["minimize", "maximize"]))
+    search_space = serializers.DictField(help_text="The default search space.")
+    options = serializers.DictField()

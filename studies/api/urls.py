@@ -1,22 +1,24 @@
+"""Routes of the REST API, under /api/."""
+
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from studies.api.views import (
-    ID,
-    ObtainAuthToken,
-    StudyTrialViewSet,
-    StudyViewSet,
-    TrialViewSet,
-    not_found,
-)
+from studies.api.base import ID, not_found
+from studies.api.jobs import JobViewSet, ObjectiveViewSet, StudyJobViewSet
+from studies.api.studies import StudyViewSet
+from studies.api.tokens import ObtainAuthToken
+from studies.api.trials import StudyTrialViewSet, TrialViewSet
 
 router = SimpleRouter()
 router.register("studies", StudyViewSet, basename="api-study")
 router.register(
     rf"studies/(?P<study_id>{ID})/trials", StudyTrialViewSet, basename="api-study-trial"
 )
+router.register(rf"studies/(?P<study_id>{ID})/jobs", StudyJobViewSet, basename="api-study-job")
 router.register("trials", TrialViewSet, basename="api-trial")
+router.register("jobs", JobViewSet, basename="api-job")
+router.register("objectives", ObjectiveViewSet, basename="api-objective")
 
 urlpatterns = [
     path("auth/token/", ObtainAuthToken.as_view(), name="api-token"),
@@ -33,6 +35,5 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include(router.urls)),
-    path("", include("studies.api.job_urls")),
     re_path(r"^(?P<path>[\s\S]*)$", not_found),
 ]

@@ -12,8 +12,11 @@ from typing import Any
 
 import optuna
 
-from studies.objectives import MAX_DIMENSION, ObjectiveInfo
-from studies.search_space import ConfigError, SearchSpace
+from studies.config.errors import ConfigError
+from studies.config.search_space import SearchSpace
+from studies.objectives.base import ObjectiveInfo
+
+MAX_DIMENSION = 100
 
 
 def _values(params: dict[str, Any]) -> list[float]:

@@ -46,8 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from studies.objectives import ObjectiveInfo, RunContext
-from studies.search_space import ConfigError, SearchSpace, validate_search_space
+from studies.config.errors import ConfigError
+from studies.config.search_space import SearchSpace, validate_search_space
+from studies.objectives.base import ObjectiveInfo, RunContext
 
 if TYPE_CHECKING:
     from studies.models import CommandObjective
@@ -191,12 +192,8 @@ def check_argv(argv: Any, space: SearchSpace, field_name: str = "argv") -> None:
 
 def validate_command_objective(row: CommandObjective) -> None:
     """Raise ConfigError naming the field of a CommandObjective that is invalid."""
-    from studies.objectives import _python_objectives
-
     if not isinstance(row.name, str) or not NAME.match(row.name):
         raise ConfigError("name", "use 1 to 100 letters, digits, '_', '-' or '.'")
-    if row.name in _python_objectives():
-        raise ConfigError("name", f"{row.name!r} is already a built-in or project objective")
     directions = row.directions
     if (
         not isinstance(directions, list)

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import optuna
 
-from studies.objectives import ObjectiveInfo
-from studies.search_space import ConfigError, SearchSpace, validate_search_space
+from studies.config.errors import ConfigError
+from studies.config.search_space import SearchSpace, validate_search_space
+from studies.objectives.base import ObjectiveInfo
 
 
 @functools.cache

@@ -6,7 +6,7 @@ they run jobs; this command is for cron, operations, and clusters that are down.
 
 from django.core.management.base import BaseCommand
 
-from studies.jobs import check_jobs
+from studies.jobs.tasks import check_jobs
 
 
 class Command(BaseCommand):

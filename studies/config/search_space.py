@@ -23,6 +23,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from studies.config.errors import ConfigError
+
 SearchSpace = dict[str, dict[str, Any]]
 
 KEYS = {
@@ -30,27 +32,6 @@ KEYS = {
     "int": {"type", "low", "high", "log", "step", "when"},
     "categorical": {"type", "choices", "when"},
 }
-
-
-class ConfigError(ValueError):
-    """Invalid user configuration; ``field`` names where, the message says why.
-
-    A validator that finds several independent mistakes raises them at once with
-    ``ConfigError.combine``; ``errors`` lists them (just this one otherwise).
-    """
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-        self.errors: list[ConfigError] = [self]
-
-    @classmethod
-    def combine(cls, errors: list[ConfigError]) -> ConfigError:
-        flat = [one for error in errors for one in error.errors]
-        combined = cls(flat[0].field, flat[0].message)
-        combined.errors = flat
-        return combined
 
 
 def is_number(value: Any) -> bool:

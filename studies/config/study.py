@@ -9,7 +9,7 @@ configuration, ready to assign to a Study row:
      "search_space": {...}, "objective": "" or a registered name, "user_attrs": {...}}
 
 With ``instance`` the data is a partial update: missing keys keep the
-instance's values. Anything invalid raises ``studies.search_space.ConfigError``
+instance's values. Anything invalid raises ``studies.config.errors.ConfigError``
 whose ``field`` names the key (e.g. "search_space.lr.low") and whose
 ``message`` says why; the API turns it into ``400 {field: [message]}``.
 """
@@ -23,10 +23,16 @@ from typing import Any
 
 from optuna.distributions import check_distribution_compatibility
 
-from studies.models import Study
-from studies.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, validate_pruner, validate_sampler
-from studies.search_space import ConfigError, SearchSpace, to_distribution, validate_search_space
-from studies.storage import parse_distribution
+from studies.config.errors import ConfigError
+from studies.config.samplers import (
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    validate_pruner,
+    validate_sampler,
+)
+from studies.config.search_space import SearchSpace, to_distribution, validate_search_space
+from studies.models import Study, parse_distribution
+from studies.objectives.registry import get_objective
 
 FIELDS = ("name", "directions", "sampler", "pruner", "search_space", "objective", "user_attrs")
 DIRECTIONS = ("minimize", "maximize")
@@ -217,7 +223,6 @@ def clean_objective(
     check_text("objective", objective)
     # Imported here: the objective registry imports models, and this module is
     # imported by the API at start-up.
-    from studies.objectives import get_objective
 
     info = get_objective(objective)
     if info is None:

@@ -15,7 +15,8 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 
-from studies.search_space import ConfigError, SearchSpace
+from studies.config.errors import ConfigError
+from studies.config.search_space import SearchSpace
 
 SAMPLERS: dict[str, type[BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,

@@ -17,26 +17,22 @@ at the previous read: one query returning a handful of rows.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import fcntl
 import functools
 import json
-import os
 import threading
 import uuid
-from collections.abc import Callable, Container, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Container, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, connections
 from django.utils import timezone
 from optuna.distributions import (
     BaseDistribution,
     check_distribution_compatibility,
     distribution_to_json,
-    json_to_distribution,
 )
 from optuna.exceptions import DuplicatedStudyError
 from optuna.storages import BaseStorage
@@ -46,192 +42,22 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
-from studies.models import TRIAL_ROW_FIELDS, Study, Trial, first_value
+from studies.models import Study, Trial, first_value, parse_distribution
+from studies.storage.cache import StudyTrials
+from studies.storage.codec import (
+    JSON_COLUMNS,
+    NEW_TRIAL_COLUMNS,
+    STUDY_TABLE,
+    TRIAL_COLUMNS,
+    TRIAL_TABLE,
+    decode_row,
+    frozen_trial_from_row,
+    quote,
+    to_aware,
+)
+from studies.storage.sqlite import write_transaction
 
 StaleTrialCallback = Callable[["optuna.Study", FrozenTrial], None]
-
-
-TRIAL_TABLE = Trial._meta.db_table
-STUDY_TABLE = Study._meta.db_table
-JSON_COLUMNS = {"values", "params", "distributions", "intermediate_values"}
-JSON_COLUMNS |= {"user_attrs", "system_attrs"}
-# What an INSERT writes besides study_id and number.
-NEW_TRIAL_COLUMNS = ["state", "values", "value", *TRIAL_ROW_FIELDS[4:]]
-
-
-def quote(columns: Sequence[str]) -> str:
-    # "values" is an SQL keyword: quote every column.
-    return ", ".join(f'"{c}"' for c in columns)
-
-
-TRIAL_COLUMNS = quote(TRIAL_ROW_FIELDS)
-
-
-def _decode_datetime(value: Any) -> datetime | None:
-    # PostgreSQL returns aware datetimes; SQLite returns Django's naive-UTC text.
-    if isinstance(value, str):
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    return value
-
-
-def decode_row(row: Sequence[Any]) -> tuple[Any, ...]:
-    """A raw trial row (TRIAL_ROW_FIELDS order) as frozen_trial_from_row takes it."""
-    trial_id, number, state, values, *json_columns, start, complete = row
-    return (
-        trial_id,
-        number,
-        state,
-        None if values is None else json.loads(values),
-        *(json.loads(v) for v in json_columns),
-        _decode_datetime(start),
-        _decode_datetime(complete),
-    )
-
-
-class _SQLiteWriterQueue:
-    """Hands SQLite's write lock from writer to writer without polling.
-
-    A writer that finds SQLite's lock taken sleeps in SQLite's busy handler for
-    1, 2, 5, ... up to 100 ms between tries, so under contention a trial's write
-    can wait far longer than the lock is held. Writers of this storage queue
-    instead: on a thread lock within a process, and on an flock of a file beside
-    the database across processes; both wake the next writer as soon as the lock
-    is released. Other writers (the ORM elsewhere) still use the busy handler.
-    """
-
-    def __init__(self, database: str) -> None:
-        self.thread_lock = threading.Lock()
-        self.fd = os.open(f"{database}.writers", os.O_RDWR | os.O_CREAT, 0o600)
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        with self.thread_lock:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-
-
-_writer_queues: dict[str, _SQLiteWriterQueue] = {}
-_writer_queues_lock = threading.Lock()
-
-
-def _writer_queue(database: str) -> _SQLiteWriterQueue:
-    queue = _writer_queues.get(database)
-    if queue is None:
-        with _writer_queues_lock:
-            queue = _writer_queues.get(database)
-            if queue is None:
-                queue = _writer_queues[database] = _SQLiteWriterQueue(database)
-    return queue
-
-
-def _forget_writer_queues() -> None:
-    # flock locks belong to the open file: a forked worker that kept its parent's
-    # file would hold the parent's lock instead of queueing for it.
-    global _writer_queues_lock
-    _writer_queues.clear()
-    _writer_queues_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_writer_queues)
-
-
-@contextlib.contextmanager
-def write_transaction(using: str) -> Iterator[None]:
-    """A transaction for a storage write; on SQLite, writers queue for the lock in order."""
-    connection = connections[using]
-    if connection.vendor != "sqlite" or connection.in_atomic_block:
-        # Inside an outer transaction SQLite's lock is already held (IMMEDIATE):
-        # waiting on the queue here could deadlock against a queued writer.
-        with transaction.atomic(using=using):
-            yield
-        return
-    queue = _writer_queue(str(connection.settings_dict["NAME"]))
-    with queue.hold(), transaction.atomic(using=using):
-        yield
-
-
-@functools.lru_cache(maxsize=4096)
-def parse_distribution(dist_json: str) -> BaseDistribution:
-    # Trials of one study share a handful of distributions: parse each once.
-    return json_to_distribution(dist_json)
-
-
-def to_local_naive(dt: datetime | None) -> datetime | None:
-    """Optuna's datetimes are naive local time (datetime.now()); ours are aware UTC."""
-    return None if dt is None else dt.astimezone().replace(tzinfo=None)
-
-
-def to_aware(dt: datetime | None) -> datetime | None:
-    if dt is None:
-        return None
-    # A naive datetime is local time, as Optuna creates it.
-    return dt.astimezone(UTC)
-
-
-def frozen_trial_from_row(
-    trial_id: int,
-    number: int,
-    state: int,
-    values: list[float] | None,
-    params: dict[str, float],
-    distributions: dict[str, str],
-    intermediate_values: dict[str, float],
-    user_attrs: dict[str, Any],
-    system_attrs: dict[str, Any],
-    datetime_start: datetime | None,
-    datetime_complete: datetime | None,
-) -> FrozenTrial:
-    dists = {name: parse_distribution(d) for name, d in distributions.items()}
-    return FrozenTrial(
-        number=number,
-        state=TrialState(state),
-        value=None,
-        values=values,
-        datetime_start=to_local_naive(datetime_start),
-        datetime_complete=to_local_naive(datetime_complete),
-        params={name: dists[name].to_external_repr(v) for name, v in params.items()},
-        distributions=dists,
-        user_attrs=user_attrs,
-        system_attrs=system_attrs,
-        intermediate_values={int(step): v for step, v in intermediate_values.items()},
-        trial_id=trial_id,
-    )
-
-
-class _StudyTrials:
-    """One study's trials as this process last read them, ordered by number."""
-
-    def __init__(self) -> None:
-        self.trials: list[FrozenTrial] = []
-        self.position: dict[int, int] = {}  # trial_id -> index in self.trials
-        self.unfinished: dict[int, tuple[Any, ...]] = {}  # trial_id -> its row as last read
-        self.last_id = 0
-
-    def merge(self, raw_rows: list[tuple[Any, ...]]) -> None:
-        """Take in rows as read; an unfinished trial whose row is unchanged is kept as is."""
-        out_of_order = False
-        for raw in raw_rows:
-            trial_id = raw[0]
-            if self.unfinished.get(trial_id) == raw:
-                continue  # a running trial nothing was written to since
-            trial = frozen_trial_from_row(*decode_row(raw))
-            if trial_id in self.position:
-                self.trials[self.position[trial_id]] = trial
-            else:
-                out_of_order |= bool(self.trials) and trial.number < self.trials[-1].number
-                self.position[trial_id] = len(self.trials)
-                self.trials.append(trial)
-                self.last_id = max(self.last_id, trial_id)
-            if trial.state.is_finished():
-                self.unfinished.pop(trial_id, None)
-            else:
-                self.unfinished[trial_id] = raw
-        if out_of_order:
-            self.trials.sort(key=lambda t: t.number)
-            self.position = {t._trial_id: i for i, t in enumerate(self.trials)}
 
 
 class DjangoStorage(BaseStorage, BaseHeartbeat):
@@ -272,7 +98,7 @@ class DjangoStorage(BaseStorage, BaseHeartbeat):
 
     def _init_cache(self) -> None:
         self._lock = threading.RLock()
-        self._studies: dict[int, _StudyTrials] = {}
+        self._studies: dict[int, StudyTrials] = {}
         self._directions: dict[int, list[StudyDirection]] = {}
         self._param_distributions: dict[int, dict[str, str]] = {}
 
@@ -601,7 +427,7 @@ class DjangoStorage(BaseStorage, BaseHeartbeat):
             cached = self._studies.get(study_id)
             if cached is None:
                 self._study_column(study_id, "id")  # KeyError for an unknown study
-                cached = self._studies[study_id] = _StudyTrials()
+                cached = self._studies[study_id] = StudyTrials()
             # Only trials that are new, or were unfinished at the last read.
             unfinished = sorted(cached.unfinished)
             condition, params = "id > %s", [cached.last_id]

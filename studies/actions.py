@@ -1,0 +1,113 @@
+"""State changes that cross models and workers, one function each (Zulip's ``do_*``).
+
+Pages, the REST API, the admin and the management commands call these, so the
+rules (who may, what else must happen, in which order) live once. Changes that
+touch one row only are model or QuerySet methods (``Job.cancel``).
+
+Each raises ``PermissionDenied`` when ``user`` may not, and ``ConfigError``
+(naming every invalid field) for bad input, before anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
+
+from studies.config.errors import ConfigError
+from studies.jobs.base import slot_quotas
+from studies.jobs.options import clean_job_options
+from studies.jobs.tasks import enqueue_slots, ensure_watchdog_schedule
+from studies.models import Job, JobSlot, Study
+from studies.storage import get_storage
+
+NAME_TAKEN = ConfigError("name", "a study with this name already exists")
+
+
+def _check_can_edit(study: Study, user: Any, what: str) -> None:
+    if not study.can_edit(user):
+        raise PermissionDenied(f"Only the study's owner or staff can {what}.")
+
+
+def do_create_study(user: Any, config: dict[str, Any]) -> Study:
+    """A new study owned by ``user`` from a configuration ``clean_study_config`` returned."""
+    owner = user if getattr(user, "pk", None) else None
+    try:
+        with transaction.atomic():
+            return Study.objects.create(owner=owner, **config)
+    except IntegrityError:  # the same name taken by another request just now
+        raise NAME_TAKEN from None
+
+
+def do_update_study(study: Study, user: Any, config: dict[str, Any]) -> Study:
+    _check_can_edit(study, user, "change it")
+    for key, value in config.items():
+        setattr(study, key, value)
+    try:
+        with transaction.atomic():
+            # Only the changed columns: an ask recording a new parameter meanwhile
+            # (param_distributions) must not be undone.
+            study.save(update_fields=[*config, "updated_at"])
+    except IntegrityError:
+        raise NAME_TAKEN from None
+    return study
+
+
+def do_delete_study(study: Study, user: Any) -> None:
+    """Cancel the study's jobs, then delete it with its trials (one transaction).
+
+    Cancelling first lets each worker see a cancelled job and stop between
+    trials; a worker caught inside a trial finds the study gone and ends quietly.
+    """
+    _check_can_edit(study, user, "delete it")
+    for job in study.jobs.active():
+        job.cancel()
+    try:
+        get_storage().delete_study(study.pk)
+    except KeyError:
+        pass  # deleted by another request meanwhile: the outcome the user asked for
+
+
+def do_start_job(study: Study, user: Any, **options: Any) -> Job:
+    """Validate, record and enqueue a job on ``study``; return it (status "queued").
+
+    Every invalid option is reported at once; nothing is queued when it raises.
+    """
+    _check_can_edit(study, user, "run jobs on it")
+    options = clean_job_options(study, options)
+    quotas = slot_quotas(options["n_trials"], options["concurrency"])
+    with transaction.atomic():
+        job = Job.objects.create(
+            study=study,
+            created_by=user if getattr(user, "pk", None) else None,
+            objective=study.objective,
+            **options,
+        )
+        JobSlot.objects.bulk_create(
+            JobSlot(job=job, index=i, quota=quota) for i, quota in enumerate(quotas)
+        )
+        transaction.on_commit(lambda: enqueue_slots(job.pk))
+    ensure_watchdog_schedule()
+    return job
+
+
+def do_cancel_job(job: Job, user: Any) -> bool:
+    """Ask the job to stop; workers notice within one trial. False if it had ended."""
+    _check_can_edit(job.study, user, "cancel its jobs")
+    return job.cancel()
+
+
+def do_retry_job(job: Job, user: Any) -> bool:
+    """Run a failed or cancelled job (or one stopped by its timeout) again.
+
+    Its trials so far keep counting toward n_trials; the timeout starts over.
+    False if the job cannot be retried.
+    """
+    _check_can_edit(job.study, user, "retry its jobs")
+    with transaction.atomic():
+        retried = job.requeue()
+        if retried:
+            transaction.on_commit(lambda: enqueue_slots(job.pk))
+    job.refresh_from_db()
+    return retried

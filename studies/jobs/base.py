@@ -1,0 +1,87 @@
+"""What every part of a job shares: limits, counted states, finishing, exceptions."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from django.conf import settings
+from django.utils import timezone
+from optuna.trial import TrialState
+
+from studies.config.errors import ConfigError
+from studies.models import Job, Study, Trial
+from studies.objectives.base import ObjectiveInfo
+from studies.objectives.registry import get_objective
+
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+CLAIMED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+MAX_TRIALS = 1_000_000
+MAX_DELAY = 86_400
+# A trial whose worker died this many times is not re-run again: it probably
+# kills its worker (out of memory, a crash in native code).
+MAX_TRIAL_RETRIES = 3
+WATCHDOG_SCHEDULE = "optuna-hub job watchdog"
+
+
+def heartbeat_interval() -> int:
+    return settings.HUB_HEARTBEAT_INTERVAL
+
+
+def grace_period() -> int:
+    return settings.HUB_HEARTBEAT_GRACE
+
+
+def max_resumes() -> int:
+    # Restarts after workers died, before the job is failed.
+    return settings.HUB_MAX_JOB_RESUMES
+
+
+def flush_interval() -> int:
+    return settings.HUB_MEMORY_FLUSH_INTERVAL
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class JobFull(Exception):
+    """The job has claimed all its trials, or has ended: start no new trial."""
+
+
+class SlotLost(Exception):
+    """Another task took this slot over (this one was thought dead)."""
+
+
+def objective_of(study: Study) -> ObjectiveInfo:
+    if not study.objective:
+        raise ConfigError(
+            "objective", "the study has no objective: set one before running jobs on it"
+        )
+    info = get_objective(study.objective)
+    if info is None:
+        raise ConfigError("objective", f"{study.objective!r} is not a registered objective")
+    return info
+
+
+def finish(job_id: int, status: str, reason: str, error: str = "") -> bool:
+    """Move an active job to a final status; False if it had already ended."""
+    return bool(
+        Job.objects.filter(pk=job_id, status__in=Job.ACTIVE).update(
+            status=status, stop_reason=reason, error=error[:10_000], finished_at=timezone.now()
+        )
+    )
+
+
+def counted_trials(job_id: int, states: tuple[TrialState, ...] = COUNTED) -> int:
+    return Trial.objects.filter(job_link__job_id=job_id, state__in=states).count()
+
+
+def slot_quotas(n_trials: int, concurrency: int) -> list[int]:
+    """Each slot's share of n_trials (memory mode runs exactly its share).
+
+    More slots than trials would only wait, so there are at most n_trials.
+    """
+    n_slots = min(concurrency, n_trials)
+    return [n_trials // n_slots + (i < n_trials % n_slots) for i in range(n_slots)]

@@ -1,0 +1,23 @@
+"""The browser pages: server-rendered templates, charts fetched as JSON one by one.
+
+Any signed-in user can look at any study; only its owner (or staff) can change,
+run, cancel or delete it (``Study.can_edit``; the actions check it again).
+State changes go through ``studies.actions``; how values read (numbers,
+durations, search-space entries) is in the ``hub`` template tags
+(``studies/templatetags/hub.py``), so the views pass objects and plain data.
+
+The map of pages, by module:
+
+- ``studies.py``: the studies list (search, sort, pages), the new-study and
+  edit forms, deleting a study;
+- ``study_page.py``: a study's page (summary or Pareto set, jobs, charts,
+  trials table, configuration), the trials table alone and ``study_status``,
+  the small JSON view the page polls; it refetches the table and charts only
+  when the trial-count signature changes;
+- ``trials.py``: a trial's page (values, parameters, intermediate values,
+  attributes, command output);
+- ``jobs.py``: the run form (starts a job) and cancelling a job;
+- ``charts.py``: one chart's JSON, and the page comparing studies;
+- ``assets.py``: plotly.js from the installed plotly package;
+- ``common.py``: what several pages share (the "only the owner" page).
+"""
