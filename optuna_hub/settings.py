@@ -6,6 +6,7 @@ ORM broker. DATABASE_URL and REDIS_URL switch to PostgreSQL and Redis.
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -42,8 +43,21 @@ def default_secret_key() -> str:
     # survive restarts without anyone having to invent a secret.
     path = VAR_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        # Written to a file that is 0600 from its creation (never readable by
+        # others, even for a moment), then linked into place: processes
+        # starting at once all read the one key that won, never a partial file.
+        draft = VAR_DIR / f".secret_key.{os.getpid()}"
+        draft.unlink(missing_ok=True)  # left by a crashed process with this pid
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_urlsafe(50))
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass  # another process was first; use its key
+        finally:
+            draft.unlink()
     return path.read_text().strip()
 
 
@@ -51,6 +65,23 @@ SECRET_KEY = os.environ.get("SECRET_KEY") or default_secret_key()
 DEBUG = envbool("DEBUG", "false")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+
+# Served over HTTPS (directly or by a proxy): cookies only travel encrypted,
+# plain HTTP is redirected, and browsers are told to use HTTPS from then on.
+HUB_HTTPS = envbool("HUB_HTTPS", "false")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HUB_HTTPS
+SECURE_HSTS_SECONDS = envint("HUB_HSTS_SECONDS", "31536000" if HUB_HTTPS else "0")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("HUB_HSTS_INCLUDE_SUBDOMAINS", "true")
+# Only a domain submitted to the browsers' preload list is affected by this flag.
+SECURE_HSTS_PRELOAD = envbool("HUB_HSTS_PRELOAD", "true")
+# Behind a reverse proxy that terminates TLS and sets X-Forwarded-Proto and
+# X-Forwarded-For (and strips what clients send): without the first, the
+# redirect to HTTPS would loop; the second is the address logins are throttled by.
+HUB_BEHIND_PROXY = envbool("HUB_BEHIND_PROXY", "false")
+if HUB_BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# A browser session lasts this long from login (seconds); scripts use API tokens.
+SESSION_COOKIE_AGE = envint("HUB_SESSION_AGE", str(8 * 3600))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -60,16 +91,18 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "axes",
+    "csp",
     "studies",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -77,6 +110,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "optuna_hub.urls"
@@ -132,8 +167,53 @@ DATABASES = {"default": database_from_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": envint("HUB_PASSWORD_MIN_LENGTH", "10")},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Failed logins (the login page, the admin's and POST /api/auth/token/) are
+# counted by django-axes in the database, so every web process sees the same
+# counts. An address or a username with HUB_LOGIN_FAILURE_LIMIT failures within
+# HUB_LOGIN_COOLOFF seconds is refused (429 with Retry-After), even with the
+# right password, until the cool-off has passed since its last failure.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("HUB_LOGIN_FAILURE_LIMIT", "10")
+AXES_COOLOFF_TIME = timedelta(seconds=envint("HUB_LOGIN_COOLOFF", "900"))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# Attempts while locked out do not extend the lock: Retry-After stays true.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "studies.lockout.lockout_response"
+# The connecting address, or the one the proxy appended to X-Forwarded-For;
+# never an address the client wrote itself.
+AXES_CLIENT_IP_CALLABLE = "studies.lockout.client_ip"
+AXES_VERBOSE = False
+# Unrevoked, unexpired API tokens per user (each API login makes one).
+HUB_MAX_API_TOKENS = envint("HUB_MAX_API_TOKENS", "100")
+
+# The pages load scripts only from the hub (no inline script, no eval); styles
+# may be inline because plotly.js writes its own <style> and style attributes.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
@@ -183,6 +263,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Studies, trials and ask / suggest / report / tell over HTTP.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs are for the hub's users: a token or a session.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # check --deploy is about the deployment; the schema has its own tests
+    # (tests/test_api_schema.py), and its notes would hide the security warnings.
+    "ENABLE_DJANGO_DEPLOY_CHECK": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -220,6 +305,50 @@ HUB_MEMORY_FLUSH_INTERVAL = envint("HUB_MEMORY_FLUSH_INTERVAL", "2")
 HUB_MAX_JOB_RESUMES = envint("HUB_MAX_JOB_RESUMES", "5")
 # Projects register their own objectives by dotted path: "package.module.callable".
 HUB_OBJECTIVES = envlist("HUB_OBJECTIVES", "")
+
+# Command objectives (issue #9, a user must stay inside what staff allowed;
+# studies/objectives/sandbox.py). The worker's variables a program sees
+# (NAME or PREFIX*; an objective's pass_environment adds names; the hub's own
+# secrets and HUB_* settings never pass).
+HUB_COMMAND_ENV_ALLOWLIST = envlist(
+    "HUB_COMMAND_ENV_ALLOWLIST", "PATH,HOME,LANG,LANGUAGE,LC_*,TZ,TERM,TMPDIR,CUDA_VISIBLE_DEVICES"
+)
+# An unprivileged user to run programs as (the worker must run as root); "" runs
+# them as the worker's own user.
+HUB_COMMAND_USER = os.environ.get("HUB_COMMAND_USER", "").strip()
+# Limits of each program process (0: none): CPU seconds, memory it may allocate
+# (MB), open files.
+HUB_COMMAND_CPU_SECONDS = envint("HUB_COMMAND_CPU_SECONDS", "86400")
+HUB_COMMAND_MEMORY_MB = envint("HUB_COMMAND_MEMORY_MB", "4096")
+HUB_COMMAND_MAX_FILES = envint("HUB_COMMAND_MAX_FILES", "1024")
+# Each trial runs in a fresh directory made here and removed afterwards.
+HUB_COMMAND_WORK_DIR = Path(os.environ.get("HUB_COMMAND_WORK_DIR") or VAR_DIR / "trials")
+
+# Bounds on what users store (issue #9, stored input that breaks pages): every
+# page and export must be able to render what was accepted, quickly.
+# Nesting of any JSON value a user sends (user_attrs, sampler and pruner options, ...).
+HUB_MAX_JSON_DEPTH = envint("HUB_MAX_JSON_DEPTH", "20")
+# A study's or an enqueued trial's user_attrs, as stored JSON text.
+HUB_MAX_USER_ATTRS_BYTES = envint("HUB_MAX_USER_ATTRS_BYTES", "65536")
+# Parameters of a search space, an ask body, an enqueued trial or a define-by-run trial:
+# each suggestion rewrites the trial's params, so a trial's cost grows with their square.
+HUB_MAX_PARAMS = envint("HUB_MAX_PARAMS", "100")
+# Choices of a categorical parameter (and values of a condition): every trial stores them.
+HUB_MAX_CHOICES = envint("HUB_MAX_CHOICES", "1000")
+
+# Limits against requests that exhaust the server (issue #9, studies/config/samplers.py
+# and studies/jobs/): each bounds what one user's request or job can take.
+# Points of a grid sampler's grid (and values of one parameter for bruteforce).
+HUB_MAX_GRID_POINTS = envint("HUB_MAX_GRID_POINTS", "100000")
+# A job without max_failed_trials fails after max(this, 2 x n_trials) failed trials.
+HUB_DEFAULT_MAX_FAILED_TRIALS = envint("HUB_DEFAULT_MAX_FAILED_TRIALS", "10")
+# Queued or running jobs a user may have; one more is a 429.
+HUB_MAX_ACTIVE_JOBS_PER_USER = envint("HUB_MAX_ACTIVE_JOBS_PER_USER", "10")
+# Slots (trials at once) of one user's jobs running on the workers; the rest wait.
+HUB_MAX_RUNNING_SLOTS_PER_USER = envint("HUB_MAX_RUNNING_SLOTS_PER_USER", "4")
+# A job's delay up to this many seconds is waited out in the worker; a longer one
+# frees the worker and the slot is queued again for its start time.
+HUB_DELAY_SLEEP_MAX = envint("HUB_DELAY_SLEEP_MAX", "5")
 
 LOGGING = {
     "version": 1,

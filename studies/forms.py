@@ -52,12 +52,24 @@ def parse_scalar(text: str) -> Any:
         return text
 
 
+def load_json(text: str) -> Any:
+    """json.loads, with a form error for text too deeply nested to parse at all.
+
+    Shallower nesting beyond HUB_MAX_JSON_DEPTH parses, and clean_study_config
+    refuses it naming the field, as for the API.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise forms.ValidationError("is nested too deeply") from None
+
+
 def parse_list(text: str) -> list[Any]:
     """Comma-separated choices, or a JSON list when the exact types matter."""
     text = text.strip()
     if text.startswith("["):
         try:
-            value = json.loads(text)
+            value = load_json(text)
         except ValueError as e:
             raise forms.ValidationError(f"is not a valid JSON list ({e.msg})") from None
         if not isinstance(value, list):
@@ -106,7 +118,7 @@ class JSONObjectField(forms.CharField):
         if not text:
             return {}
         try:
-            parsed = json.loads(text)
+            parsed = load_json(text)
         except ValueError as e:
             raise forms.ValidationError(f"is not valid JSON ({e.msg}, line {e.lineno})") from None
         if not isinstance(parsed, dict):

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import optuna
+from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
 from optuna.exceptions import UpdateFinishedTrialError
@@ -143,6 +144,11 @@ def suggest_param(trial: Trial, name: str, spec: dict[str, Any]) -> Any:
     with transaction.atomic():
         _lock_running(trial)
         optuna_trial = optuna.Trial(cached_study(trial.study), trial.pk)
+        # Each new parameter rewrites the trial's params: bound them, as declared spaces are.
+        known = optuna_trial._cached_frozen_trial.params
+        if name not in known and len(known) >= settings.HUB_MAX_PARAMS:
+            limit = settings.HUB_MAX_PARAMS
+            raise ValidationError({"name": [f"the trial has {limit} parameters, the most allowed"]})
         try:
             value = suggest(optuna_trial, {name: spec})[name]
         except ValueError as e:

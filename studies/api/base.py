@@ -21,6 +21,7 @@ from rest_framework.views import exception_handler
 from studies.api.permissions import IsOwnerOrStaffToWrite
 from studies.api.serializers import config_error
 from studies.config.errors import ConfigError
+from studies.config.study import check_depth, field_name
 
 # Ids beyond what a 64-bit column holds cannot exist; matching them in the URL
 # makes them a 404 instead of a database overflow.
@@ -52,15 +53,31 @@ class SearchFilter(filters.SearchFilter):
 
 
 class JSONParser(parsers.JSONParser):
-    """JSON, also with NaN and Infinity as Python's json.dumps writes them."""
+    """JSON, also with NaN and Infinity as Python's json.dumps writes them.
+
+    Non-finite numbers are legitimate in tell and report values; where they are
+    not (options, search spaces) the validators refuse them. Every body is held
+    to HUB_MAX_JSON_DEPTH below its top-level keys, whatever the endpoint does
+    with it: nothing deeper can reach a recursive walk or be stored.
+    """
 
     strict = False
 
     def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
         try:
-            return super().parse(stream, media_type, parser_context)
+            data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply") from None
+        try:
+            if isinstance(data, dict):
+                for key, value in data.items():
+                    check_depth(field_name(str(key)), value)
+            elif isinstance(data, list):
+                for item in data:
+                    check_depth("non_field_errors", item)
+        except ConfigError as e:
+            raise config_error(e) from None
+        return data
 
 
 class Pagination(PageNumberPagination):
@@ -95,7 +112,6 @@ ERRORS = {
     404: OpenApiResponse(OpenApiTypes.OBJECT, description="No such id."),
 }
 CONFLICT = {409: OpenApiResponse(OpenApiTypes.OBJECT, description="The trial is not running.")}
-
 
 
 @api_view(["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -26,6 +26,7 @@ from studies.charts.base import (
     figure,
     fmt,
     is_log,
+    label,
     sample,
     short,
     value_label,
@@ -71,7 +72,7 @@ def importances_chart(study: Study, data: TrialData, objective: int = 0) -> Char
     names = sorted(importances, key=lambda name: importances[name])
     bar = go.Bar(
         x=[importances[n] for n in names],
-        y=names,
+        y=[label(n) for n in names],
         orientation="h",
         marker={"color": STATE_COLORS["COMPLETE"]},
         text=[f"{importances[n]:.2f}" for n in names],
@@ -159,7 +160,7 @@ def parallel_chart(data: TrialData, objective: int = 0) -> Chart:
     dimensions = [{"label": value_label(data, objective), "values": values}]
     for name in names:
         dimensions.append(
-            {"label": name, **_axis_for(data.distributions[name], data.params[name][rows])}
+            {"label": label(name), **_axis_for(data.distributions[name], data.params[name][rows])}
         )
     trace = go.Parcoords(
         dimensions=dimensions,
@@ -216,7 +217,7 @@ def slice_chart(data: TrialData, objective: int = 0) -> Chart:
                 x=x[present],
                 y=values[present],
                 mode="markers",
-                name=name,
+                name=label(name),
                 showlegend=False,
                 customdata=data.ids[rows][present],
                 marker={
@@ -229,14 +230,14 @@ def slice_chart(data: TrialData, objective: int = 0) -> Chart:
                     "colorbar": {"title": {"text": "Trial"}, "thickness": 12},
                     "line": {"width": 0.5, "color": "#ffffff"},
                 },
-                hovertemplate=f"{name}: %{{x:.4g}}<br>Value %{{y:.6g}}<extra></extra>"
+                hovertemplate=f"{label(name)}: %{{x:.4g}}<br>Value %{{y:.6g}}<extra></extra>"
                 if not categorical
                 else "Value %{y:.6g}<extra></extra>",
             ),
             row=row,
             col=col,
         )
-        axis: dict[str, Any] = {"title": {"text": name}}
+        axis: dict[str, Any] = {"title": {"text": label(name)}}
         if categorical:
             axis |= {"tickvals": list(range(len(dist.choices))), "ticktext": choice_labels(dist)}
         elif is_log(dist):
@@ -319,7 +320,10 @@ def contour_chart(
         surface = go.Contour(
             x=xc, y=yc, z=z, connectgaps=True, line={"width": 0.5}, ncontours=15, **colors
         )
-    surface.hovertemplate = f"{x}: %{{x:.4g}}<br>{y}: %{{y:.4g}}<br>Mean %{{z:.6g}}<extra></extra>"
+    x_label, y_label = label(x), label(y)
+    surface.hovertemplate = (
+        f"{x_label}: %{{x:.4g}}<br>{y_label}: %{{y:.4g}}<br>Mean %{{z:.6g}}<extra></extra>"
+    )
     shown = sample(data.numbers[rows], limits.MAX_CONTOUR_POINTS)
     px, py = data.params[x][rows][shown], data.params[y][rows][shown]
     points = go.Scatter(
@@ -335,10 +339,10 @@ def contour_chart(
             "opacity": 0.6,
             "line": {"width": 0.5, "color": "#fff"},
         },
-        hovertemplate=f"{x}: %{{x:.4g}}<br>{y}: %{{y:.4g}}<extra></extra>",
+        hovertemplate=f"{x_label}: %{{x:.4g}}<br>{y_label}: %{{y:.4g}}<extra></extra>",
     )
-    fig = figure(surface, points, xaxis={"title": {"text": x}, **xaxis})
-    fig.update_yaxes(title_text=y, **yaxis)
+    fig = figure(surface, points, xaxis={"title": {"text": x_label}, **xaxis})
+    fig.update_yaxes(title_text=y_label, **yaxis)
     note = f"Colour: mean objective of the trials in each cell ({fmt(len(rows))} trials"
     note += ", binned 40 × 40)." if not categorical else ", one cell per choice or bin)."
     if len(shown) < len(rows):

@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 import optuna
+from django.conf import settings
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -50,6 +51,11 @@ def validate_search_space(space: Any, field: str = "search_space") -> SearchSpac
         return {}
     if not isinstance(space, dict):
         raise ConfigError(field, "must be an object keyed by parameter name")
+    # Before any per-parameter work: an ask samples each parameter in a transaction
+    # of its own that rewrites the trial's params, so a huge space is a slow request.
+    limit = settings.HUB_MAX_PARAMS
+    if len(space) > limit:
+        raise ConfigError(field, f"declares {len(space)} parameters; at most {limit} are allowed")
     result: SearchSpace = {}
     errors: list[ConfigError] = []
     invalid: set[str] = set()  # a condition on one of these cannot be checked
@@ -125,16 +131,25 @@ def _validate_numeric(where: str, kind: str, spec: dict[str, Any]) -> dict[str, 
 def _validate_choices(where: str, choices: Any) -> list[Any]:
     if not isinstance(choices, list) or not choices:
         raise ConfigError(f"{where}.choices", "must be a non-empty list")
-    seen = []
+    _check_length(f"{where}.choices", choices)
+    seen: set[tuple[Any, ...]] = set()  # by choice_key: linear, where in_choices is quadratic
     for choice in choices:
         if choice is not None and not isinstance(choice, bool | int | float | str):
             raise ConfigError(f"{where}.choices", "may hold only null, booleans, numbers, strings")
         if isinstance(choice, float) and not math.isfinite(choice):
             raise ConfigError(f"{where}.choices", "may not hold nan or infinity")
-        if in_choices(choice, seen):
+        key = choice_key(choice)
+        if key in seen:
             raise ConfigError(f"{where}.choices", f"lists {choice!r} twice")
-        seen.append(choice)
+        seen.add(key)
     return list(choices)
+
+
+def _check_length(field: str, values: list[Any]) -> None:
+    # Every trial stores its distributions, choices included.
+    if len(values) > settings.HUB_MAX_CHOICES:
+        limit = settings.HUB_MAX_CHOICES
+        raise ConfigError(field, f"lists {len(values)} values; at most {limit} are allowed")
 
 
 def _validate_when(
@@ -151,9 +166,11 @@ def _validate_when(
             raise ConfigError(field, "names no parameter declared before this one")
         if not isinstance(allowed, list) or not allowed:
             raise ConfigError(field, "must be a non-empty list of values")
+        _check_length(field, allowed)
         spec = earlier[parent]
         if spec["type"] == "categorical":
-            bad = [v for v in allowed if not in_choices(v, spec["choices"])]
+            keys = {choice_key(c) for c in spec["choices"]}
+            bad = [v for v in allowed if choice_key(v) not in keys]
             if bad:
                 raise ConfigError(field, f"{bad[0]!r} is not one of the choices of {parent}")
         elif spec["type"] == "int":
@@ -175,6 +192,19 @@ def _same(a: Any, b: Any) -> bool:
 
 def _is_numeric(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def choice_key(value: Any) -> tuple[Any, ...]:
+    """A hashable key equal for values _same calls the same (3 and 3.0, not True and 1)."""
+    if value is None:
+        return ("null",)
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("str", value)
+    return ("other", id(value))  # a list or object is never a choice
 
 
 def in_choices(value: Any, choices: list[Any]) -> bool:

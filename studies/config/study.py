@@ -17,10 +17,12 @@ whose ``field`` names the key (e.g. "search_space.lr.low") and whose
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from optuna.distributions import check_distribution_compatibility
 
 from studies.config.errors import ConfigError
@@ -39,6 +41,7 @@ DIRECTIONS = ("minimize", "maximize")
 NAME_MAX_LENGTH = Study._meta.get_field("name").max_length
 OBJECTIVE_MAX_LENGTH = Study._meta.get_field("objective").max_length
 MAX_EXACT_INT = 2**53
+PARAM_NAME_MAX_LENGTH = 200  # as validate_search_space allows
 # More objectives than this is a mistake, not a study.
 MAX_DIRECTIONS = 32
 INVALID = object()  # what a field's check returns when it failed
@@ -70,13 +73,15 @@ def clean_study_config(data: dict[str, Any], *, instance: Study | None = None) -
         return space
 
     def clean_sampler(sampler: Any) -> dict[str, Any]:
-        check_json("sampler", sampler)
+        # Finite: the options are served as strict JSON (the study list would be a
+        # 500 for everyone), and no sampler option means anything as NaN or Infinity.
+        check_json("sampler", sampler, finite=True)
         sampler = validate_sampler(sampler, None if search_space is INVALID else search_space)
         check_sampler_installed(sampler["type"])
         return sampler
 
     def clean_pruner(pruner: Any) -> dict[str, Any]:
-        check_json("pruner", pruner)
+        check_json("pruner", pruner, finite=True)
         return validate_pruner(pruner)
 
     config: dict[str, Any] = {}
@@ -114,10 +119,9 @@ def _current(instance: Study | None) -> dict[str, Any]:
 def check_text(field: str, value: str) -> None:
     # The databases store UTF-8 text: a lone surrogate cannot be encoded, and
     # PostgreSQL refuses NUL characters.
-    if "\x00" in value:
-        raise ConfigError(field, "must not contain NUL characters")
-    if not is_utf8(value):
-        raise ConfigError(field, "must be valid Unicode text (no lone surrogates)")
+    problem = text_problem(value)
+    if problem:
+        raise ConfigError(field, problem)
 
 
 def is_utf8(value: str) -> bool:
@@ -167,7 +171,7 @@ def clean_directions(directions: Any, instance: Study | None = None) -> list[str
 
 def clean_search_space(space: Any, field: str = "search_space") -> SearchSpace:
     """validate_search_space, plus the ranges Optuna's samplers can actually sample."""
-    check_json(field, space)
+    check_json(field, space, finite=True)
     clean = validate_search_space(space, field)
     errors = []
     for name, spec in clean.items():
@@ -233,24 +237,111 @@ def clean_objective(
     return objective
 
 
-def clean_user_attrs(user_attrs: Any) -> dict[str, Any]:
+def clean_user_attrs(user_attrs: Any, field: str = "user_attrs") -> dict[str, Any]:
+    """A study's or an enqueued trial's user attributes: any JSON object within the bounds.
+
+    Non-finite numbers are kept (Optuna's attributes may hold them; the API serves
+    them as "inf", "-inf" and "nan").
+    """
     if user_attrs is None:
         return {}
     if not isinstance(user_attrs, dict):
-        raise ConfigError("user_attrs", "must be an object")
-    check_json("user_attrs", user_attrs)
+        raise ConfigError(field, "must be an object")
+    check_json(field, user_attrs)
+    # Measured as stored (JSONTextField's json.dumps); check_json bounded the depth.
+    size = len(json.dumps(user_attrs))
+    limit = settings.HUB_MAX_USER_ATTRS_BYTES
+    if size > limit:
+        raise ConfigError(field, f"is {size} bytes as JSON; at most {limit} are allowed")
     return user_attrs
 
 
-def check_json(field: str, value: Any) -> None:
-    """Reject strings a UTF-8 response could not carry, anywhere inside a JSON value."""
-    stack = [value]
+def clean_fixed_params(params: Any, field: str = "params") -> dict[str, Any]:
+    """The parameter values of an enqueued trial: names to numbers, strings, booleans or null."""
+    if not isinstance(params, dict):
+        raise ConfigError(field, "must be an object of parameter values by name")
+    limit = settings.HUB_MAX_PARAMS
+    if len(params) > limit:
+        raise ConfigError(field, f"holds {len(params)} parameters; at most {limit} are allowed")
+    for name, value in params.items():
+        if not isinstance(name, str) or not 1 <= len(name) <= PARAM_NAME_MAX_LENGTH:
+            raise ConfigError(field, f"names must be 1 to {PARAM_NAME_MAX_LENGTH} characters")
+        problem = text_problem(name)
+        if problem:
+            raise ConfigError(field, f"names {problem}")
+        where = f"{field}.{name}"
+        if value is not None and not isinstance(value, bool | int | float | str):
+            raise ConfigError(where, "must be a number, string, boolean or null")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(where, "must be a finite number (no distribution holds NaN or inf)")
+        if isinstance(value, str):
+            check_text(where, value)
+    return params
+
+
+def check_depth(field: str, value: Any) -> None:
+    """Refuse a value nested deeper than HUB_MAX_JSON_DEPTH (``{}`` is 1 level, ``{"a": {}}`` 2).
+
+    Iterative, as every walk over user JSON here: the recursive ones (json_safe,
+    Python's pretty-printer, a pruner wrapping a pruner) fail far too deep.
+    """
+    limit = settings.HUB_MAX_JSON_DEPTH
+    stack: list[tuple[Any, int, tuple[str, ...]]] = [(value, 1, ())]
     while stack:
-        item = stack.pop()
-        if isinstance(item, str) and not is_utf8(item):
-            raise ConfigError(field, "must be valid Unicode text (no lone surrogates)")
+        item, depth, path = stack.pop()
+        if not isinstance(item, dict | list | tuple):
+            continue
+        if depth > limit:
+            raise ConfigError(_where(field, path), f"is nested more than {limit} levels deep")
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1, path + (str(key),)) for key, child in item.items())
+        else:
+            stack.extend((child, depth + 1, path) for child in item)
+
+
+def check_json(field: str, value: Any, *, finite: bool = False) -> None:
+    """Refuse what the hub cannot store or serve, anywhere inside a JSON value.
+
+    Nesting beyond HUB_MAX_JSON_DEPTH, NUL characters (PostgreSQL's text cannot
+    hold them), lone surrogates (UTF-8 cannot carry them), and with ``finite``
+    NaN and infinities (strict JSON has none). The error names the field and up
+    to two keys below it, e.g. "sampler.options.prior_weight".
+    """
+    check_depth(field, value)
+    stack: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            problem = text_problem(item)
+            if problem:
+                raise ConfigError(_where(field, path), problem)
+        elif isinstance(item, float):
+            if finite and not math.isfinite(item):
+                raise ConfigError(_where(field, path), "must be finite (not NaN or Infinity)")
         elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+            for key, child in item.items():
+                problem = text_problem(key) if isinstance(key, str) else None
+                if problem:
+                    raise ConfigError(_where(field, path), f"keys {problem}")
+                stack.append((child, path + (str(key),)))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, path) for child in item)
+
+
+def text_problem(value: str) -> str | None:
+    """Why the databases cannot store ``value`` as UTF-8 text, or None."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if not is_utf8(value):
+        return "must be valid Unicode text (no lone surrogates)"
+    return None
+
+
+def _where(field: str, path: tuple[str, ...]) -> str:
+    # Two keys are enough to find the mistake, and keep a deep path readable.
+    return ".".join([field, *(field_name(key) for key in path[:2])])
+
+
+def field_name(key: str) -> str:
+    """A key of the user's JSON as part of an error's field: servable whatever it holds."""
+    return key.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")[:100]

@@ -44,13 +44,43 @@ def parse_distribution(dist_json: str) -> BaseDistribution:
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as "inf", "-inf" and "nan": strict JSON has none."""
+    """``value`` with non-finite floats as "inf", "-inf" and "nan": strict JSON has none.
+
+    Iterative: a stored value nested hundreds of levels deep (accepted before
+    HUB_MAX_JSON_DEPTH, or written by an objective) must still be served, and
+    recursion would fail on it; tuples become lists, key order is kept.
+    """
+    if not isinstance(value, dict | list | tuple):
+        return _safe_scalar(value)
+    root: Any = {} if isinstance(value, dict) else []
+    stack: list[tuple[Any, Any]] = [(value, root)]
+    while stack:
+        source, target = stack.pop()
+        # A container is placed now and filled when popped: key order stays as it was.
+        if isinstance(source, dict):
+            for key, item in source.items():
+                target[key] = _placed(item, stack)
+        else:
+            target.extend([_placed(item, stack) for item in source])
+    return root
+
+
+def _placed(item: Any, stack: list[tuple[Any, Any]]) -> Any:
+    if isinstance(item, dict):
+        child: Any = {}
+    elif isinstance(item, list | tuple):
+        child = []
+    elif isinstance(item, float) and not math.isfinite(item):
+        return _safe_scalar(item)
+    else:
+        return item
+    stack.append((item, child))
+    return child
+
+
+def _safe_scalar(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
     return value
 
 
