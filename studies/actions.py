@@ -5,18 +5,21 @@ rules (who may, what else must happen, in which order) live once. Changes that
 touch one row only are model or QuerySet methods (``Job.cancel``).
 
 Each raises ``PermissionDenied`` when ``user`` may not, and ``ConfigError``
-(naming every invalid field) for bad input, before anything is written.
+(naming every invalid field) for bad input, before anything is written; starting
+or retrying a job raises ``TooManyJobs`` (a PermissionDenied; the API's 429) when
+its user already has HUB_MAX_ACTIVE_JOBS_PER_USER active jobs.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 
 from studies.config.errors import ConfigError
-from studies.jobs.base import slot_quotas
+from studies.jobs.base import TooManyJobs, max_active_jobs, slot_quotas
 from studies.jobs.options import clean_job_options
 from studies.jobs.tasks import enqueue_slots, ensure_watchdog_schedule
 from studies.models import Job, JobSlot, Study
@@ -28,6 +31,20 @@ NAME_TAKEN = ConfigError("name", "a study with this name already exists")
 def _check_can_edit(study: Study, user: Any, what: str) -> None:
     if not study.can_edit(user):
         raise PermissionDenied(f"Only the study's owner or staff can {what}.")
+
+
+def _check_active_jobs(user: Any) -> None:
+    """Raise TooManyJobs when ``user`` may not have one more active job.
+
+    Called in the transaction that adds the job, holding the user's row, so
+    requests at once cannot together pass the limit.
+    """
+    if user is None:
+        return  # a job nobody started (a management command): no one's quota
+    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+    active = Job.objects.active().filter(created_by=user).count()
+    if active >= max_active_jobs():
+        raise TooManyJobs(active, max_active_jobs())
 
 
 def do_create_study(user: Any, config: dict[str, Any]) -> Study:
@@ -77,12 +94,11 @@ def do_start_job(study: Study, user: Any, **options: Any) -> Job:
     _check_can_edit(study, user, "run jobs on it")
     options = clean_job_options(study, options)
     quotas = slot_quotas(options["n_trials"], options["concurrency"])
+    creator = user if getattr(user, "pk", None) else None
     with transaction.atomic():
+        _check_active_jobs(creator)
         job = Job.objects.create(
-            study=study,
-            created_by=user if getattr(user, "pk", None) else None,
-            objective=study.objective,
-            **options,
+            study=study, created_by=creator, objective=study.objective, **options
         )
         JobSlot.objects.bulk_create(
             JobSlot(job=job, index=i, quota=quota) for i, quota in enumerate(quotas)
@@ -106,6 +122,8 @@ def do_retry_job(job: Job, user: Any) -> bool:
     """
     _check_can_edit(job.study, user, "retry its jobs")
     with transaction.atomic():
+        if not job.is_active:
+            _check_active_jobs(job.created_by)  # the job is its creator's again
         retried = job.requeue()
         if retried:
             transaction.on_commit(lambda: enqueue_slots(job.pk))

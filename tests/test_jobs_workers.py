@@ -77,6 +77,18 @@ def finished(job: Job, timeout: float = 90) -> Job:
     return job
 
 
+def peak_running(trials: list[Trial]) -> int:
+    """The most trials that ran at once."""
+    events = sorted(
+        [(t.datetime_start, 1) for t in trials] + [(t.datetime_complete, -1) for t in trials]
+    )
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
 def worker_pid(trial: Trial) -> int:
     return int(trial.system_attrs["hub_worker"].rsplit(":", 1)[1])
 
@@ -148,14 +160,7 @@ def test_a_concurrency_3_job_on_2_worker_processes_runs_exactly_n_trials(start_q
     assert len(trials) == 24 and all(t.state == TrialState.COMPLETE for t in trials)
     assert len({worker_pid(t) for t in trials}) == 2  # both processes ran trials
     # Never more trials at once than the job's concurrency.
-    events = sorted(
-        [(t.datetime_start, 1) for t in trials] + [(t.datetime_complete, -1) for t in trials]
-    )
-    running = peak = 0
-    for _, change in events:
-        running += change
-        peak = max(peak, running)
-    assert 2 <= peak <= 3
+    assert 2 <= peak_running(trials) <= 3
 
 
 def test_a_worker_killed_mid_job_loses_no_trial(start_qcluster, alice, tmp_path):

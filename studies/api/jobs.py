@@ -2,7 +2,8 @@
 
 JobSerializer validates a job's options (studies.jobs.options, as the run form
 does) and starts it through studies.actions; a bad request is
-``400 {field: [message]}`` naming every invalid field, and queues nothing.
+``400 {field: [message]}`` naming every invalid field, and queues nothing. A user
+who already has HUB_MAX_ACTIVE_JOBS_PER_USER active jobs gets a 429 naming the limit.
 """
 
 from __future__ import annotations
@@ -18,12 +19,18 @@ from rest_framework.response import Response
 from studies.actions import do_cancel_job
 from studies.api.base import ERRORS, APIViewSet
 from studies.api.serializers import JobCreatedSerializer, JobSerializer, ObjectiveSerializer
+from studies.jobs.base import TooManyJobs
 from studies.models import Job, Study
 from studies.objectives.registry import get_objectives
 
 JOB_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The job's id.")
 STUDY_ID = OpenApiParameter("study_id", int, OpenApiParameter.PATH, description="The study's id.")
 CONFLICT = {409: OpenApiResponse(description="The job has already ended.")}
+TOO_MANY = {
+    429: OpenApiResponse(
+        description="The user already has HUB_MAX_ACTIVE_JOBS_PER_USER queued or running jobs."
+    )
+}
 
 
 class JobAPIViewSet(APIViewSet):
@@ -67,7 +74,7 @@ class StudyJobViewSet(JobAPIViewSet):
         description="Returns at once with the job's id; poll its url for progress.",
         parameters=[STUDY_ID],
         request=JobSerializer,
-        responses={202: JobCreatedSerializer, **ERRORS},
+        responses={202: JobCreatedSerializer, **ERRORS, **TOO_MANY},
     )
     def create(self, request: Request, study_id: str) -> Response:
         study = self.study()
@@ -76,7 +83,11 @@ class StudyJobViewSet(JobAPIViewSet):
             # Before validation: someone else's study is a 403 whatever the body.
             self.permission_denied(request, "Only the study's owner or staff can run jobs on it.")
         serializer.is_valid(raise_exception=True)
-        job = serializer.save()
+        try:
+            job = serializer.save()
+        except TooManyJobs as e:
+            detail = {"detail": str(e), "limit": e.limit, "active": e.active}
+            return Response(detail, status=status.HTTP_429_TOO_MANY_REQUESTS)
         body = {"id": job.pk, "status": job.status, "url": job.get_api_url()}
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 

@@ -22,12 +22,13 @@ from studies.config.errors import ConfigError
 from studies.config.samplers import PRUNERS, SAMPLERS
 from studies.config.study import (
     FIELDS,
-    check_json,
+    clean_fixed_params,
     clean_search_space,
     clean_study_config,
-    is_utf8,
+    clean_user_attrs,
 )
 from studies.jobs.base import MAX_DELAY, MAX_TRIALS
+from studies.jobs.fair import waiting_reason
 from studies.jobs.options import MODES, clean_job_options
 from studies.models import Job, Study, Trial, json_safe
 
@@ -214,9 +215,11 @@ class StudySerializer(serializers.Serializer):
             "id": study.pk,
             "name": study.name,
             "directions": study.directions,
-            "sampler": study.sampler,
-            "pruner": study.pruner,
-            "search_space": study.search_space,
+            # json_safe: a row stored before non-finite options were refused must
+            # not make the study list a 500 for everyone.
+            "sampler": json_safe(study.sampler),
+            "pruner": json_safe(study.pruner),
+            "search_space": json_safe(study.search_space),
             "objective": study.objective or None,
             "user_attrs": json_safe(study.user_attrs),
             "owner": study.owner.get_username() if study.owner else None,
@@ -253,6 +256,10 @@ class StudyDetailSerializer(StudySerializer):
 class SearchSpaceField(serializers.JSONField):
     """Any JSON here: clean_search_space names what is wrong, down to the parameter."""
 
+    def to_internal_value(self, data: Any) -> Any:
+        # JSONField would refuse NaN as "must be valid JSON", naming no parameter.
+        return data
+
 
 class AskSerializer(serializers.Serializer):
     search_space = SearchSpaceField(
@@ -281,22 +288,15 @@ class EnqueueSerializer(serializers.Serializer):
     params = serializers.DictField(help_text="Parameter values the next ask returns.")
     user_attrs = serializers.DictField(required=False)
 
-    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        for name, value in params.items():
-            if not is_utf8(name):
-                raise serializers.ValidationError("names must be valid Unicode text")
-            if value is not None and not isinstance(value, bool | int | float | str):
-                raise serializers.ValidationError(f"{name}: must be a number, string, or null")
-            if isinstance(value, str) and not is_utf8(value):
-                raise serializers.ValidationError(f"{name}: must be valid Unicode text")
-        return params
-
-    def validate_user_attrs(self, user_attrs: dict[str, Any]) -> dict[str, Any]:
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        # Here rather than per field, so errors name "params.<name>" and "user_attrs.<key>".
         try:
-            check_json("user_attrs", user_attrs)
+            data["params"] = clean_fixed_params(data["params"])
+            if "user_attrs" in data:
+                data["user_attrs"] = clean_user_attrs(data["user_attrs"])
         except ConfigError as e:
-            raise serializers.ValidationError(e.message) from None
-        return user_attrs
+            raise config_error(e) from None
+        return data
 
 
 class EnqueueResponseSerializer(serializers.Serializer):
@@ -417,6 +417,12 @@ class JobSerializer(serializers.Serializer):
         help_text="n_trials, timeout, cancelled, max_failed_trials, workers_died or error.",
     )
     error = serializers.CharField(read_only=True)
+    waiting_reason = serializers.CharField(
+        read_only=True,
+        help_text='Why an active job runs no trial now ("waiting for a free worker, 2 ahead", '
+        '"waiting: you have 4 running slots (limit 4)", "next trial at 14:05:00 (delay)"); '
+        '"" otherwise.',
+    )
     url = serializers.CharField(read_only=True)
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
@@ -448,6 +454,7 @@ class JobSerializer(serializers.Serializer):
             "heartbeat": iso(job.heartbeat),
             "stop_reason": job.stop_reason,
             "error": job.error,
+            "waiting_reason": waiting_reason(job),
             "url": job.get_api_url(),
         }
 

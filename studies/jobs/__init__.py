@@ -24,12 +24,30 @@ broker loses it. So the Job row is the truth and every task is idempotent:
   seconds in every running task, once a minute as a django-q2 schedule and from
   ``manage.py hub_watchdog``: it re-enqueues slots whose worker died or whose
   task got lost, and fails a job whose workers keep dying, with the reason.
+- Sharing the workers (``fair.py``): a user (a job's creator) has at most
+  HUB_MAX_ACTIVE_JOBS_PER_USER active jobs (one more is a 429) and
+  HUB_MAX_RUNNING_SLOTS_PER_USER running slots. django-q2's queue is FIFO, so
+  fairness is decided when a worker picks a slot up: a slot whose user is at
+  the limit, or runs more slots than another user with a slot queued, is
+  *parked* (``JobSlot.waiting``; its task ends, the worker takes the next one)
+  and a running slot hands itself back to the end of the queue between trials
+  when another user has waited with two running slots fewer. Parked slots are
+  queued again by ``wake_slots`` (whenever a slot starts or stops, and with the
+  watchdog), fewest running slots first.
+- A delay: starts are ``delay`` apart across the job's slots. A wait up to
+  HUB_DELAY_SLEEP_MAX is slept in the worker; a longer one parks the slot until
+  its reserved start (``JobSlot.start_at``), so a sleeping job holds no worker;
+  the watchdog queues it again when that time has come.
+- Failures: a job without max_failed_trials fails after
+  max(HUB_DEFAULT_MAX_FAILED_TRIALS, 2 x n_trials) failed trials, saying so,
+  rather than retry an objective that always fails forever.
 
 Where things are:
 
 - ``options.py``: a job's options, validated all at once (the API and the page);
 - ``base.py``: the shared rules (limits, what counts, finishing a job, exceptions);
 - ``tasks.py``: the django-q2 task, how slots are queued, and the watchdog;
+- ``fair.py``: per-user limits, fair order, parked slots and why a job waits;
 - ``runner.py``: a slot's lease, heartbeat, delay, timeout and stopping;
 - ``modes.py``: the durable and the memory run of a slot;
 - ``job_storage.py``: the DjangoStorage that claims trials for a job.

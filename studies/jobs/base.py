@@ -6,6 +6,7 @@ import os
 import socket
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from optuna.trial import TrialState
 
@@ -42,6 +43,20 @@ def flush_interval() -> int:
     return settings.HUB_MEMORY_FLUSH_INTERVAL
 
 
+def max_active_jobs() -> int:
+    return settings.HUB_MAX_ACTIVE_JOBS_PER_USER
+
+
+def max_running_slots() -> int:
+    return settings.HUB_MAX_RUNNING_SLOTS_PER_USER
+
+
+def delay_sleep_max() -> int:
+    # A wait up to this long costs less in the worker than a round trip through
+    # the queue, and the watchdog that wakes a parked slot runs only so often.
+    return settings.HUB_DELAY_SLEEP_MAX
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -52,6 +67,23 @@ class JobFull(Exception):
 
 class SlotLost(Exception):
     """Another task took this slot over (this one was thought dead)."""
+
+
+class TooManyJobs(PermissionDenied):
+    """The user already has HUB_MAX_ACTIVE_JOBS_PER_USER queued or running jobs.
+
+    The REST API answers it with a 429 and the run form shows it; being a
+    PermissionDenied, anything else (the admin's retry action) shows a 403 with
+    the message rather than a server error.
+    """
+
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(
+            f"Too many active jobs: you have {active} queued or running "
+            f"(HUB_MAX_ACTIVE_JOBS_PER_USER is {limit}); wait for one to end or cancel one."
+        )
+        self.active = active
+        self.limit = limit
 
 
 def objective_of(study: Study) -> ObjectiveInfo:

@@ -182,6 +182,9 @@ def retry_template(retry: dict[str, Any], system_attrs: dict[str, Any]) -> Froze
     return template
 
 
+DIED = "its worker stopped sending heartbeats (the process died or hung)"
+
+
 def _update_system_attrs(trial_id: int, **attrs: Any) -> None:
     # The trial is finished, which Optuna's storage API forbids changing; these
     # attributes only explain what happened to it.
@@ -192,19 +195,23 @@ def _update_system_attrs(trial_id: int, **attrs: Any) -> None:
             Trial.objects.filter(pk=trial_id).update(system_attrs={**row[0], **attrs})
 
 
-def fail_stale_trial(storage: DjangoStorage, trial_id: int, stale: datetime) -> bool:
+def fail_stale_trial(
+    storage: DjangoStorage, trial_id: int, stale: datetime | None, message: str = DIED
+) -> bool:
     """Fail a trial whose heartbeat stopped and queue it to run again, atomically.
 
-    False if another process failed (or finished) it first. The FAIL and the
+    ``stale``: only if its heartbeat is older (None: its worker is known to be
+    gone). False if another process failed (or finished) it first. The FAIL and the
     job's note to re-run it commit together, so a dead worker's trial is never
     failed without being re-run, and the lock order (job, then trial) is the
     same as when a trial is claimed.
     """
     job_id = JobTrial.objects.filter(trial_id=trial_id).values_list("job_id", flat=True).first()
-    message = "its worker stopped sending heartbeats (the process died or hung)"
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_id).first() if job_id else None
-        still = Trial.objects.filter(pk=trial_id, state=TrialState.RUNNING, heartbeat__lt=stale)
+        still = Trial.objects.filter(pk=trial_id, state=TrialState.RUNNING)
+        if stale is not None:
+            still = still.filter(heartbeat__lt=stale)
         if not still.exists():
             return False  # finished, or its worker was only slow
         try:

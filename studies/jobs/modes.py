@@ -82,7 +82,7 @@ class DurableRun:
         self.storage.fail_stale(self.study._study_id)
         if not runner.wait_for_start():
             return
-        while not runner.should_stop() and not runner.handed_off:
+        while not runner.stops_here():
             if runner.heartbeat.lost.is_set():
                 raise SlotLost()
             if runner.deadline_passed():
@@ -215,14 +215,12 @@ class MemoryRun:
             self.local_done += 1
         elif trial.state == TrialState.FAIL and not trial.system_attrs.get("hub_stopped"):
             self.pending_failures += 1
-            if job.max_failed_trials is not None:
-                known = job.n_failed + self.pending_failures
-                if known >= job.max_failed_trials:
-                    self.flush()
-                    if not runner.after_failure(trial, 0):
-                        study.stop()
-                        return
-                    job.refresh_from_db(fields=["n_failed"])
+            if job.n_failed + self.pending_failures >= job.failure_limit:
+                self.flush()
+                if not runner.after_failure(trial, 0):
+                    study.stop()
+                    return
+                job.refresh_from_db(fields=["n_failed"])
         if self.quota_reached() or runner.should_stop() or not runner.ready_for_next_trial():
             study.stop()
         if time.monotonic() - self.last_flush >= flush_interval():
@@ -233,7 +231,7 @@ class MemoryRun:
         objective = runner.objective()
         try:
             if not self.quota_reached() and runner.wait_for_start():
-                while not (self.quota_reached() or runner.should_stop() or runner.handed_off):
+                while not (self.quota_reached() or runner.stops_here()):
                     if runner.deadline_passed():
                         break
                     self.study.optimize(

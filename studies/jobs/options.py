@@ -61,8 +61,9 @@ def clean_job_options(study: Study, data: Any) -> dict[str, Any]:
 def check_study_can_run(study: Study) -> None:
     info = objective_of(study)
     info.validate_for(study.directions, study.search_space)
-    # The sampler sees the space the trials sample (a grid needs it).
-    build_sampler(study.sampler, info.space_for(study.search_space))
+    # The sampler sees the space the trials sample (a grid needs it), and the
+    # number of objectives (NSGA-III's reference points grow with it).
+    build_sampler(study.sampler, info.space_for(study.search_space), len(study.directions))
     build_pruner(study.pruner)
 
 

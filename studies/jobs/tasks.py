@@ -1,14 +1,17 @@
 """The django-q2 side of jobs: the slot task, how slots are queued, and the watchdog.
 
 ``run_job_slot`` is the task; ``enqueue_slots`` queues it once per slot;
-``check_jobs`` (the watchdog) runs at the start of every task, every grace
-period inside every running task, once a minute as a django-q2 schedule and
-from ``manage.py hub_watchdog``.
+``wake_parked`` queues parked slots (fair.py) that may run now; ``check_jobs``
+(the watchdog, which also wakes parked slots) runs at the start of every task,
+every grace period inside every running task, once a minute as a django-q2
+schedule and from ``manage.py hub_watchdog``. ``hand_back`` frees what the
+workers of a stopping cluster held (``manage.py start``'s Ctrl-C).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 import optuna
@@ -20,6 +23,7 @@ from django_q.tasks import async_task
 from optuna.trial import TrialState
 
 from studies.jobs.base import WATCHDOG_SCHEDULE, counted_trials, finish, grace_period, max_resumes
+from studies.jobs.fair import wake_slots
 from studies.jobs.job_storage import fail_stale_trial
 from studies.jobs.runner import SlotRunner
 from studies.models import Job, JobSlot, Trial
@@ -29,18 +33,22 @@ logger = logging.getLogger(__name__)
 
 
 def run_job_slot(job_id: int, index: int) -> str:
-    """The django-q2 task: run one slot of a job until the job is done."""
+    """The django-q2 task: run one slot of a job until the job is done (or it waits)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         check_jobs()
     except DatabaseError:
         logger.exception("watchdog failed")
     runner = SlotRunner.lease(job_id, index, watch=check_jobs)
-    if runner is None:
-        return f"job {job_id} slot {index}: nothing to do"
-    result = runner.run()
-    if runner.handed_off:
-        enqueue_slots(job_id, [index])
+    if isinstance(runner, str):
+        return runner  # not this slot's turn: parked, or nothing to do
+    wake_parked()  # slots that waited for this one to start go next
+    try:
+        result = runner.run()
+        if runner.handed_off:
+            enqueue_slots(job_id, [index])
+    finally:
+        wake_parked()  # this worker is free: the fairest parked slots may have it
     return result
 
 
@@ -50,15 +58,31 @@ def enqueue_slots(job_id: int, indexes: list[int] | None = None) -> None:
         slots = slots.filter(index__in=indexes)
     for index in slots.values_list("index", flat=True):
         JobSlot.objects.filter(job_id=job_id, index=index).update(
-            enqueued_at=timezone.now(), n_enqueued=F("n_enqueued") + 1
+            enqueued_at=timezone.now(), n_enqueued=F("n_enqueued") + 1, waiting=""
         )
-        async_task(
-            run_job_slot,
-            job_id,
-            index,
-            task_name=f"job-{job_id}-slot-{index}",
-            group=f"job-{job_id}",
-        )
+        send_slot_task(job_id, index)
+
+
+def send_slot_task(job_id: int, index: int) -> None:
+    async_task(
+        run_job_slot,
+        job_id,
+        index,
+        task_name=f"job-{job_id}-slot-{index}",
+        group=f"job-{job_id}",
+    )
+
+
+def wake_parked() -> list[str]:
+    """Queue the parked slots that may run now (studies/jobs/fair.py)."""
+    actions = []
+    try:
+        for slot in wake_slots():
+            send_slot_task(slot.job_id, slot.index)
+            actions.append(f"job {slot.job_id}: woke slot {slot.index} ({slot.waiting})")
+    except DatabaseError:
+        logger.exception("waking parked slots failed")
+    return actions
 
 
 def ensure_watchdog_schedule() -> None:
@@ -103,6 +127,8 @@ def check_jobs() -> list[str]:
         for slot in slots:
             if slot.finished or (slot.token and slot.heartbeat and slot.heartbeat >= stale):
                 continue
+            if not slot.token and slot.waiting:
+                continue  # parked on purpose, with no task: wake_parked below
             if slot.token:
                 # Leased, but its worker stopped heartbeating: it died.
                 took = JobSlot.objects.filter(
@@ -147,6 +173,7 @@ def check_jobs() -> list[str]:
         if not live.exists():
             # No worker runs it (any more): it waits for one, and says so.
             Job.objects.filter(pk=job.pk, status=Job.RUNNING).update(status=Job.QUEUED)
+    actions += wake_parked()
     return actions
 
 
@@ -161,3 +188,40 @@ def fail_stale_job_trials(stale: datetime) -> list[str]:
         if fail_stale_trial(storage, trial_id, stale):
             actions.append(f"trial {trial_id}: failed (its worker stopped heartbeating)")
     return actions
+
+
+# Stopping a cluster (``manage.py start``'s Ctrl-C)
+
+
+def busy_workers(workers: Collection[str]) -> set[str]:
+    """Which of these worker processes ("host:pid") hold a job slot now."""
+    held = JobSlot.objects.exclude(token="").filter(worker__in=list(workers))
+    return set(held.values_list("worker", flat=True))
+
+
+def hand_back(workers: Collection[str]) -> list[str]:
+    """Give back what the stopped worker processes ``workers`` held, saying what.
+
+    Their running trials fail and are queued to re-run with the same params,
+    and their slots are freed, so the jobs resume as soon as a worker is there
+    again rather than after the heartbeat grace period.
+    """
+    workers = set(workers)
+    storage = DjangoStorage()
+    said = []
+    running = Trial.objects.filter(job_link__isnull=False, state=TrialState.RUNNING)
+    rows = running.values_list("id", "number", "job_link__job_id", "system_attrs")
+    for trial_id, number, job_id, attrs in rows:
+        if attrs.get("hub_worker") in workers and fail_stale_trial(
+            storage, trial_id, None, "the hub was stopped while it ran"
+        ):
+            said.append(
+                f"Handed back trial {number} of job {job_id}: it runs again with the same params."
+            )
+    slots = JobSlot.objects.exclude(token="").filter(worker__in=list(workers))
+    jobs = sorted(set(slots.values_list("job_id", flat=True)))
+    # enqueued_at None: the watchdog queues them at once, with no back-off.
+    slots.update(token="", heartbeat=None, worker="", enqueued_at=None)
+    Job.objects.filter(pk__in=jobs, status=Job.RUNNING).update(status=Job.QUEUED)
+    said += [f"Job {job_id} resumes when the hub starts again." for job_id in jobs]
+    return said

@@ -13,6 +13,10 @@ from studies.models.trial import Trial, TrialQuerySet
 # heartbeats and the cancel request live here, and every task re-reads them.
 
 
+def default_failure_limit(n_trials: int) -> int:
+    return max(settings.HUB_DEFAULT_MAX_FAILED_TRIALS, 2 * n_trials)
+
+
 class JobQuerySet(models.QuerySet["Job"]):
     def active(self) -> JobQuerySet:
         return self.filter(status__in=Job.ACTIVE)
@@ -72,6 +76,18 @@ class Job(models.Model):
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
 
+    @property
+    def failure_limit(self) -> int:
+        """Failed trials that fail the job: max_failed_trials, or the default.
+
+        Without a limit a job whose objective always fails would never end (failed
+        trials do not count toward n_trials); twice n_trials leaves an objective
+        that fails half the time room to finish.
+        """
+        if self.max_failed_trials is not None:
+            return self.max_failed_trials
+        return default_failure_limit(self.n_trials)
+
     def get_api_url(self) -> str:
         return reverse("api-job-detail", args=[self.pk])
 
@@ -119,9 +135,12 @@ class Job(models.Model):
             finished_at=None,
             n_failed=0,
             n_resumes=0,
+            next_start_at=None,
         )
         if updated:
-            JobSlot.objects.filter(job_id=self.pk).update(finished=False, n_enqueued=0)
+            JobSlot.objects.filter(job_id=self.pk).update(
+                finished=False, n_enqueued=0, waiting="", start_at=None
+            )
         return bool(updated)
 
 
@@ -131,7 +150,15 @@ class JobSlot(models.Model):
     A task leases the slot with a conditional UPDATE and keeps the lease by
     heartbeat; a duplicate or re-delivered task for a held slot does nothing, and
     a slot whose holder stopped heartbeating can be taken over.
+
+    A slot that is not leased is queued (a task for it is in the broker's queue)
+    or, with ``waiting`` set, parked with no task until something queues it again
+    (studies/jobs/fair.py): DELAY until ``start_at``, LIMIT while its user has
+    their most running slots, TURN while another user's slot goes first.
     """
+
+    DELAY, LIMIT, TURN = "delay", "limit", "turn"
+    WAITING_CHOICES = [("", "queued or running"), (DELAY, DELAY), (LIMIT, LIMIT), (TURN, TURN)]
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="slots")
     index = models.PositiveSmallIntegerField()
@@ -143,6 +170,11 @@ class JobSlot(models.Model):
     # Memory mode: this slot's share of n_trials.
     quota = models.PositiveIntegerField(default=0)
     finished = models.BooleanField(default=False)
+    waiting = models.CharField(max_length=10, choices=WAITING_CHOICES, blank=True, default="")
+    # With a delay: the start this slot reserved for its next trial (kept while parked).
+    start_at = models.DateTimeField(null=True, blank=True)
+    # The process ("host:pid") holding the lease, so a stopping cluster hands back its own.
+    worker = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         ordering = ["job_id", "index"]

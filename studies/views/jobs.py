@@ -15,6 +15,7 @@ from studies.actions import do_cancel_job, do_start_job
 from studies.api.serializers import JobSerializer
 from studies.config.errors import ConfigError
 from studies.forms import parse_number
+from studies.jobs.base import TooManyJobs
 from studies.models import Job
 from studies.views.common import edit_denied
 from studies.views.study_page import counted_study, study_page_context
@@ -65,6 +66,10 @@ def study_run(request: HttpRequest, pk: int) -> HttpResponse:
         context = study_page_context(request, study)
         context["run_form"], context["run_errors"] = values, run_errors(e)
         return render(request, "studies/study_detail.html", context, status=400)
+    except TooManyJobs as e:
+        context = study_page_context(request, study)
+        context["run_form"], context["run_errors"] = values, {"other": str(e)}
+        return render(request, "studies/study_detail.html", context, status=429)
     messages.success(request, f"Job #{job.pk} started: {job.n_trials} trials.")
     return redirect(reverse("studies:study", args=[study.pk]) + "#jobs")
 

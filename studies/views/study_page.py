@@ -173,7 +173,11 @@ def jobs_context(request: HttpRequest, study: Study) -> dict[str, Any]:
 
 
 def job_view(job: Job) -> dict[str, Any]:
-    """The job as the API shows it, plus what its card and progress bar need."""
+    """The job as the API shows it, plus what its card and progress bar need.
+
+    ``waiting_reason`` (from the API) says why a queued job waits: for a free
+    worker, for its user's running-slot limit, or for its delay.
+    """
     info = JobSerializer(job).data
     progress = info["progress"]
     total = max(job.n_trials, 1)
