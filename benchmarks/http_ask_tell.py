@@ -70,9 +70,9 @@ def prepare(database_url: str) -> str:
     subprocess.run([*manage, "migrate", "-v", "0"], cwd=BASE_DIR, env=env, check=True)
     script = (
         "from django.contrib.auth.models import User;"
-        "from rest_framework.authtoken.models import Token;"
+        "from studies.models import ApiToken;"
         "u = User.objects.create_user('bench', password='bench-password');"
-        "print(Token.objects.create(user=u).key)"
+        "print(ApiToken.issue(u, 'bench')[1])"
     )
     out = subprocess.run(
         [*manage, "shell", "-c", script], cwd=BASE_DIR, env=env, check=True, capture_output=True

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from studies.views import assets, charts, jobs, studies, study_page, trials
+from studies.views import assets, charts, jobs, studies, study_page, tokens, trials
 
 app_name = "studies"
 
@@ -17,5 +17,7 @@ urlpatterns = [
     path("studies/<int:pk>/charts/<slug:name>.json", charts.chart, name="chart"),
     path("jobs/<int:pk>/cancel/", jobs.job_cancel, name="job_cancel"),
     path("trials/<int:pk>/", trials.trial_detail, name="trial"),
+    path("tokens/", tokens.token_list, name="tokens"),
+    path("tokens/<int:pk>/revoke/", tokens.token_revoke, name="token_revoke"),
     path("vendor/plotly-<str:version>.min.js", assets.plotly_js, name="plotly_js"),
 ]

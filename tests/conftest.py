@@ -14,8 +14,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+
+from studies.models import ApiToken
 
 POSTGRES_URL = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("HUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -64,11 +65,15 @@ def redis_url() -> str:
     return require_service("Redis", REDIS_URL)
 
 
+def token_for(user, name: str = "tests") -> str:
+    """A new API token's key for ``user`` (the database keeps only its hash)."""
+    return ApiToken.issue(user, name)[1]
+
+
 def client_for(user) -> APIClient:
     """An API client that authenticates as ``user`` with a token, as scripts do."""
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     return client
 
 

@@ -6,8 +6,8 @@ import pytest
 import schemathesis
 from django.core import signals
 from django.db import close_old_connections
+from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -16,8 +16,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from optuna_hub.wsgi import application
-from studies.models import Study
+from studies.models import ApiToken, Study
 from studies.storage import optuna_study_for
+from tests.conftest import token_for
 
 SPACE = {
     "booster": {"type": "categorical", "choices": ["gbtree", "dart"]},
@@ -26,7 +27,8 @@ SPACE = {
 }
 
 
-def test_the_schema_lists_every_endpoint_of_the_issue(client):
+def test_the_schema_lists_every_endpoint_of_the_issue(client, alice):
+    client.force_login(alice)
     response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     paths = response.json()["paths"]
@@ -43,11 +45,14 @@ def test_the_schema_lists_every_endpoint_of_the_issue(client):
         "/api/trials/{id}/suggest/",
         "/api/trials/{id}/report/",
         "/api/trials/{id}/tell/",
+        "/api/tokens/",
+        "/api/tokens/{id}/",
     ]:
         assert path in paths
 
 
-def test_swagger_ui_is_served_from_our_own_static_files(client):
+def test_swagger_ui_is_served_from_our_own_static_files(client, alice):
+    client.force_login(alice)
     response = client.get("/api/docs/")
     assert response.status_code == 200
     html = response.content.decode()
@@ -61,8 +66,10 @@ def test_swagger_ui_is_served_from_our_own_static_files(client):
     assert b"SwaggerUIBundle" in b"".join(response.streaming_content)
 
 
-# Loaded from the app itself, in-process (the schema view needs no database).
-schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
+# Generated in-process, as /api/schema/ serves it to a signed-in user (no database
+# is needed, nor a user at import time); the fuzz's requests go to the app itself.
+schema = schemathesis.openapi.from_dict(SchemaGenerator().get_schema(public=True))
+schema.app = application
 
 
 @pytest.fixture
@@ -72,7 +79,7 @@ def fuzz_world(db, alice):
     # test transaction's connection open across requests.
     signals.request_started.disconnect(close_old_connections)
     signals.request_finished.disconnect(close_old_connections)
-    token = Token.objects.create(user=alice)
+    token = token_for(alice)
     study = Study.objects.create(
         name="fuzzed", owner=alice, directions=["minimize"], search_space=SPACE
     )
@@ -84,7 +91,14 @@ def fuzz_world(db, alice):
     optuna_study.ask()
     optuna_study.enqueue_trial({"x": 1.0})
     trial_ids = list(study.trials.values_list("pk", flat=True))
-    yield {"token": token.key, "study_ids": [study.pk], "trial_ids": trial_ids}
+    # The fuzz revokes tokens by id: this one, not the one it authenticates with.
+    spare = ApiToken.issue(alice, "spare")[0]
+    yield {
+        "token": token,
+        "study_ids": [study.pk],
+        "trial_ids": trial_ids,
+        "token_ids": [spare.pk],
+    }
     signals.request_started.connect(close_old_connections)
     signals.request_finished.connect(close_old_connections)
 
@@ -101,8 +115,11 @@ def test_no_request_to_any_operation_is_a_server_error(case, fuzz_world):
     # Point generated ids at existing objects most of the time, so the fuzz
     # reaches the code behind the 404.
     pool = fuzz_world["trial_ids" if case.path.startswith("/api/trials/") else "study_ids"]
+    tokens = case.path.startswith("/api/tokens/")
+    if tokens:
+        pool = fuzz_world["token_ids"]
     for key, value in (case.path_parameters or {}).items():
-        if isinstance(value, int) and value % 4:
+        if isinstance(value, int) and (value % 4 or tokens):
             case.path_parameters[key] = pool[value % len(pool)]
     case.call_and_validate(
         headers={"Authorization": f"Token {fuzz_world['token']}"},

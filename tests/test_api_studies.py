@@ -7,12 +7,11 @@ import io
 import optuna
 import pytest
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from studies.models import Study, Trial
+from studies.models import ApiToken, Study, Trial
 from studies.storage import optuna_study_for
-from tests.conftest import client_for
+from tests.conftest import client_for, token_for
 
 SPACE = {
     "booster": {"type": "categorical", "choices": ["gbtree", "dart"]},
@@ -44,7 +43,7 @@ def test_a_username_and_password_get_a_token_that_authenticates(db, alice):
 def test_a_client_with_a_session_cookie_still_gets_a_token(db, alice):
     # A script that logged in to the pages first carries a session but no CSRF token.
     client = APIClient(enforce_csrf_checks=True)
-    client.login(username="alice", password="alice-password")
+    client.force_login(alice)
     response = client.post(
         "/api/auth/token/", {"username": "alice", "password": "alice-password"}, format="json"
     )
@@ -60,10 +59,11 @@ def test_a_wrong_password_gets_no_token(db, alice):
     assert "token" not in response.json()
 
 
-def test_drf_create_token_makes_a_working_token(db, alice):
-    call_command("drf_create_token", "alice", stdout=io.StringIO())
+def test_create_token_makes_a_working_token(db, alice):
+    out = io.StringIO()
+    call_command("create_token", "alice", stdout=out)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get(user=alice).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {out.getvalue().strip()}")
     assert client.get("/api/studies/").status_code == 200
 
 
@@ -88,7 +88,7 @@ def test_a_bad_token_is_refused(db):
 def test_a_token_stops_working_when_deleted_or_its_user_is_deactivated(db, alice, bob, staff):
     def client_with(user) -> APIClient:
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
         return client
 
     alices = client_with(alice)
@@ -109,7 +109,7 @@ def test_a_token_stops_working_when_deleted_or_its_user_is_deactivated(db, alice
     response = alices.get("/api/studies/")
     assert response.status_code == 401
     assert response.json() == {"detail": "User inactive or deleted."}
-    Token.objects.filter(user=alice).delete()
+    ApiToken.objects.filter(user=alice).delete()
     assert alices.get("/api/studies/").json() == {"detail": "Invalid token."}
 
 

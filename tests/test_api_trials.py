@@ -11,19 +11,19 @@ from datetime import timedelta
 import optuna
 import pytest
 from optuna.trial import TrialState
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from studies.api.serializers import TrialSerializer
 from studies.models import Study, Trial
 from studies.storage import get_storage, optuna_study_for
+from tests.conftest import token_for
 
 
 @pytest.fixture
 def api(bob) -> APIClient:
     # Reading is open to any signed-in user, not only the owner.
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=bob).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(bob)}")
     return client
 
 

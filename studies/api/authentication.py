@@ -1,33 +1,61 @@
-"""DRF's token authentication, with its one query written out.
+"""``Authorization: Token <key>`` against the hub's hashed, expiring, revocable tokens.
 
-It runs on every API request, and building ``Token.objects.select_related("user")
-.get(key=key)`` costs more than answering it: the same join as a raw query, with
-the same checks and messages, takes a third of the time (benchmarks/token_auth.py).
+It runs on every API request, so it is one indexed query (by the key's hash,
+joined to the user) written out as raw SQL: building the same join with the
+ORM costs more than answering it (benchmarks/token_auth.py). The query also
+says whether the token is revoked, expired or due for a new ``last_used_at``,
+which is written at most once a minute per token.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.db import connection
+from django.utils import timezone
 from rest_framework import authentication, exceptions
-from rest_framework.authtoken.models import Token
+
+from studies.models import ApiToken
+from studies.models.token import hash_key
+
+LAST_USED_PRECISION = timedelta(minutes=1)
+FLAGS = ("hub_token_id", "hub_token_revoked", "hub_token_expired", "hub_token_stale")
+
+
+def token_query() -> str:
+    users = get_user_model()._meta
+    tokens = ApiToken._meta
+    return (
+        f"SELECT u.*, t.id AS hub_token_id,"
+        f" t.revoked_at IS NOT NULL AS hub_token_revoked,"
+        f" (t.expires_at IS NOT NULL AND t.expires_at <= %s) AS hub_token_expired,"
+        f" (t.last_used_at IS NULL OR t.last_used_at < %s) AS hub_token_stale"
+        f" FROM {users.db_table} u JOIN {tokens.db_table} t"
+        f" ON t.user_id = u.{users.pk.column} WHERE t.key_hash = %s"
+    )
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
-    """``Authorization: Token <key>``, exactly as DRF's, answered by one raw query."""
+    """DRF's header and messages; the key is looked up by its SHA-256."""
 
-    def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
-        users = get_user_model()._meta
-        sql = (
-            f"SELECT u.* FROM {users.db_table} u JOIN {Token._meta.db_table} t"
-            f" ON t.user_id = u.{users.pk.column} WHERE t.key = %s"
-        )
-        # RawQuerySet converts the columns as the ORM would (booleans, datetimes).
-        found = list(get_user_model().objects.raw(sql, [key]))
+    def authenticate_credentials(self, key: str) -> tuple[Any, ApiToken]:
+        now = timezone.now()
+        adapt = connection.ops.adapt_datetimefield_value
+        params = [adapt(now), adapt(now - LAST_USED_PRECISION), hash_key(key)]
+        # RawQuerySet converts the user's columns as the ORM would (booleans, datetimes).
+        found = list(get_user_model().objects.raw(token_query(), params))
         if not found:
             raise exceptions.AuthenticationFailed("Invalid token.")
         user = found[0]
+        token_id, revoked, expired, stale = (vars(user).pop(flag) for flag in FLAGS)
+        if revoked:
+            raise exceptions.AuthenticationFailed("Token revoked.")
+        if expired:
+            raise exceptions.AuthenticationFailed("Token expired.")
         if not user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
-        return user, Token(key=key, user=user)
+        if stale:
+            ApiToken.objects.filter(pk=token_id).update(last_used_at=now)
+        return user, ApiToken(pk=token_id, user=user)

@@ -1,12 +1,14 @@
 """Routes of the REST API, under /api/."""
 
+from django.contrib.auth.decorators import login_required
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
 from studies.api.base import ID, not_found
 from studies.api.jobs import JobViewSet, ObjectiveViewSet, StudyJobViewSet
 from studies.api.studies import StudyViewSet
+from studies.api.token_views import ApiTokenViewSet
 from studies.api.tokens import ObtainAuthToken
 from studies.api.trials import StudyTrialViewSet, TrialViewSet
 
@@ -19,6 +21,7 @@ router.register(rf"studies/(?P<study_id>{ID})/jobs", StudyJobViewSet, basename="
 router.register("trials", TrialViewSet, basename="api-trial")
 router.register("jobs", JobViewSet, basename="api-job")
 router.register("objectives", ObjectiveViewSet, basename="api-objective")
+router.register("tokens", ApiTokenViewSet, basename="api-token-own")
 
 urlpatterns = [
     path("auth/token/", ObtainAuthToken.as_view(), name="api-token"),
@@ -33,7 +36,13 @@ urlpatterns = [
         name="api-study-trials-json",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # A page for people: signed out, it sends them to the login page. Its script
+    # is a separate request (the split view), so the page needs no inline script.
+    path(
+        "docs/",
+        login_required(SpectacularSwaggerSplitView.as_view(url_name="api-schema")),
+        name="api-docs",
+    ),
     path("", include(router.urls)),
     re_path(r"^(?P<path>[\s\S]*)$", not_found),
 ]

@@ -7,6 +7,7 @@ trial-count signature (``trial_data_cache``).
 
 from __future__ import annotations
 
+import html
 import math
 import threading
 from collections import OrderedDict
@@ -241,8 +242,19 @@ def is_log(dist: BaseDistribution) -> bool:
     return bool(getattr(dist, "log", False))
 
 
+def label(text: object) -> str:
+    """User-provided text (a parameter, a choice, a study name) made safe for a figure.
+
+    Plotly renders titles, tick labels, legend entries and hover text as a
+    subset of HTML, links included: a parameter named ``<a href=...>`` would
+    plant a link in the chart. Escaped, it shows as typed. Quotes stay as they
+    are, since Plotly knows no &quot; and tags need a "<".
+    """
+    return html.escape(str(text), quote=False)
+
+
 def choice_labels(dist: CategoricalDistribution) -> list[str]:
-    return [str(c) for c in dist.choices]
+    return [label(c) for c in dist.choices]
 
 
 def figure(*traces: Any, **layout: Any) -> go.Figure:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from studies.charts.base import Chart, figure, running_best
+from studies.charts.base import Chart, figure, label, running_best
 from studies.models import Study
 
 
@@ -32,14 +32,15 @@ def compare_chart(studies: list[Study]) -> Chart:
         minimize = (study.directions or ["minimize"])[0] != "maximize"
         best, improved = running_best(values, minimize)
         corners = np.r_[improved, len(best) - 1]
+        name = label(study.name)
         traces.append(
             go.Scatter(
                 x=numbers[corners],
                 y=best[corners],
                 mode="lines",
-                name=f"{study.name} ({(study.directions or ['minimize'])[0]})",
+                name=f"{name} ({(study.directions or ['minimize'])[0]})",
                 line={"shape": "hv", "width": 2},
-                hovertemplate=f"{study.name}<br>Trial %{{x}}<br>Best %{{y:.6g}}<extra></extra>",
+                hovertemplate=f"{name}<br>Trial %{{x}}<br>Best %{{y:.6g}}<extra></extra>",
             )
         )
     if not traces:

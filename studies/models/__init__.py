@@ -18,10 +18,13 @@ from studies.models.command import CommandObjective, default_directions
 from studies.models.fields import JSONTextField, first_value, json_safe, parse_distribution
 from studies.models.job import Job, JobQuerySet, JobSlot, JobTrial
 from studies.models.study import Study, StudyQuerySet
+from studies.models.token import ApiToken, ApiTokenQuerySet
 from studies.models.trial import TRIAL_ROW_FIELDS, Trial, TrialQuerySet
 
 __all__ = [
     "TRIAL_ROW_FIELDS",
+    "ApiToken",
+    "ApiTokenQuerySet",
     "CommandObjective",
     "JSONTextField",
     "Job",
