@@ -6,7 +6,7 @@ from django.utils.html import format_html
 
 from studies.actions import do_cancel_job, do_delete_study, do_retry_job
 from studies.config.errors import ConfigError
-from studies.models import CommandObjective, Job, Study, Trial
+from studies.models import ApiToken, CommandObjective, Job, Study, Trial
 from studies.objectives.registry import check_command_objective
 
 
@@ -111,6 +111,11 @@ class CommandObjectiveForm(forms.ModelForm):
     environment = forms.JSONField(
         required=False, initial=dict, help_text="Extra environment variables: {NAME: value}."
     )
+    pass_environment = forms.JSONField(
+        required=False,
+        initial=list,
+        help_text=CommandObjective._meta.get_field("pass_environment").help_text,
+    )
 
     class Meta:
         model = CommandObjective
@@ -122,6 +127,8 @@ class CommandObjectiveForm(forms.ModelForm):
             "search_space",
             "working_directory",
             "environment",
+            "pass_environment",
+            "allow_unsafe_strings",
             "timeout",
             "enabled",
         ]
@@ -136,6 +143,10 @@ class CommandObjectiveForm(forms.ModelForm):
     def clean_environment(self) -> dict:
         return self.cleaned_data.get("environment") or {}
 
+    def clean_pass_environment(self) -> list:
+        names = self.cleaned_data.get("pass_environment")
+        return [] if names is None else names
+
     def _post_clean(self) -> None:
         super()._post_clean()
         if self.errors:
@@ -143,8 +154,11 @@ class CommandObjectiveForm(forms.ModelForm):
         try:
             check_command_objective(self.instance)
         except ConfigError as e:
-            field = e.field.split(".", 1)[0]
-            self.add_error(field if field in self.fields else None, e.message)
+            for error in e.errors:
+                # "search_space.cfg.choices" goes beside search_space, naming cfg.choices.
+                field, _, inner = error.field.partition(".")
+                message = f"{inner}: {error.message}" if inner else error.message
+                self.add_error(field if field in self.fields else None, message)
 
 
 @admin.register(CommandObjective)
@@ -153,3 +167,32 @@ class CommandObjectiveAdmin(admin.ModelAdmin):
     list_display = ("name", "argv", "directions", "timeout", "enabled", "updated_at")
     list_filter = ("enabled",)
     search_fields = ("name", "description")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens to see and revoke; the keys are hashes, so none can be shown or made here."""
+
+    list_display = (
+        "name",
+        "user",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "prefix", "user__username")
+    readonly_fields = ("user", "name", "prefix", "created_at", "last_used_at", "expires_at")
+    exclude = ("key_hash",)
+    actions = ["revoke"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # a key is shown once, to its user: /tokens/ or manage.py create_token
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset) -> None:
+        for token in queryset.filter(revoked_at=None):
+            token.revoke()
+        self.message_user(request, "Revoked.", messages.SUCCESS)

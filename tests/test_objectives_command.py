@@ -232,7 +232,10 @@ def test_a_declared_space_must_define_the_commands_placeholders(db):
 def test_the_working_directory_is_where_the_command_runs(db, tmp_path: Path):
     (tmp_path / "train.py").write_text("print('value', 42)")
     row = CommandObjective(
-        name="in_dir", argv=[sys.executable, "train.py"], working_directory=str(tmp_path)
+        name="in_dir",
+        argv=[sys.executable, "train.py"],
+        working_directory=str(tmp_path),
+        search_space={"x": {"type": "float", "low": 0, "high": 1}},  # required now
     )
     check_command_objective(row)
     row.save()

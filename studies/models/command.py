@@ -17,7 +17,8 @@ class CommandObjective(models.Model):
     environment as ``HUB_PARAM_<NAME>``. It reports through its output, one
     statement per line: ``report <step> <value>`` for intermediate values and
     ``value <v>`` (or ``values <v1> <v2> ...``) for the result; see
-    studies/objectives/command.py.
+    studies/objectives/command.py. Its search space bounds what any study may
+    ask it to run (command_space.py); sandbox.py says what the program sees.
     """
 
     name = models.CharField(
@@ -33,6 +34,17 @@ class CommandObjective(models.Model):
     search_space = JSONTextField(default=dict, blank=True)
     working_directory = models.CharField(max_length=500, blank=True, default="")
     environment = JSONTextField(default=dict, blank=True)
+    pass_environment = JSONTextField(
+        default=list,
+        blank=True,
+        help_text="Variables of the worker's environment the program also sees, beyond "
+        'HUB_COMMAND_ENV_ALLOWLIST: a JSON list of NAME or PREFIX*, e.g. ["WANDB_API_KEY"].',
+    )
+    allow_unsafe_strings = models.BooleanField(
+        default=False,
+        help_text="Allow string choices that begin with '-' or are paths with '..' or absolute "
+        "ones; studies still get only the choices registered here.",
+    )
     timeout = models.FloatField(
         default=3600, help_text="Seconds a trial may run before it is killed."
     )

@@ -25,6 +25,12 @@ when the worker itself dies, even by SIGKILL: on Linux the group is led by a
 small guard process, started before the program, that the kernel tells when the
 worker goes (PR_SET_PDEATHSIG) and that then kills its group. Elsewhere the
 program loses its output pipe and stops at its next line of output (SIGPIPE).
+
+What the program may receive and use is bounded: a study's space must fit
+inside the registered one and each trial's values are checked against it
+(command_space.py); the program sees an allowlisted environment, runs with
+resource limits, optionally as an unprivileged user, in a directory of its own
+(sandbox.py).
 """
 
 from __future__ import annotations
@@ -45,10 +51,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from django.conf import settings
 
 from studies.config.errors import ConfigError
 from studies.config.search_space import SearchSpace, validate_search_space
 from studies.objectives.base import ObjectiveInfo, RunContext
+from studies.objectives.command_space import check_fits, check_registered_strings, check_values
+from studies.objectives.sandbox import (
+    START_FAILED,
+    CommandError,
+    check_pass_environment,
+    command_account,
+    launch_argv,
+    program_env,
+    protect_hub_files,
+    work_directory,
+)
 
 if TYPE_CHECKING:
     from studies.models import CommandObjective
@@ -59,8 +77,6 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TAIL_LINES = 50
 TAIL_CHARS = 8000
 LINE_CHARS = 1000
-# Variables of the hub itself a training script has no business seeing.
-PRIVATE_ENV = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
 KILL_GRACE = 2.0
 # The guard leads the program's process group; argv is [worker pid]. SIGUSR1
 # comes from the kernel when the worker dies (or from the guard itself if the
@@ -76,10 +92,6 @@ if os.getppid() != int(sys.argv[1]):
 while True:
     signal.pause()
 """
-
-
-class CommandError(Exception):
-    """The program failed: the message says how (exit code, timeout, no result)."""
 
 
 class TrialStopped(Exception):
@@ -122,17 +134,25 @@ def env_name(param: str) -> str:
     return "HUB_PARAM_" + re.sub(r"[^A-Z0-9_]", "_", param.upper())
 
 
-def command_env(
-    params: dict[str, Any], extra: dict[str, str], context: dict[str, str]
-) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
-    env.update(extra)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(context)
+def trial_env(params: dict[str, Any], context: dict[str, str]) -> dict[str, str]:
+    """The trial's HUB_* variables: its context and its parameters."""
+    env = dict(context)
     env["HUB_PARAMS"] = json.dumps(params)
     for name, value in params.items():
         env[env_name(name)] = format_value(value)
     return env
+
+
+def exit_message(code: int) -> str:
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    if name == "SIGXCPU":
+        return f"killed by SIGXCPU: it used its {settings.HUB_COMMAND_CPU_SECONDS} s of CPU time"
+    return f"killed by {name}"
 
 
 @contextmanager
@@ -142,7 +162,7 @@ def guarded_group() -> Iterator[int]:
     On Linux the group is led by a guard started here, before the program, so the
     program never runs unguarded; the group is not the worker's, so whatever kills
     the worker's group spares it. The kernel signals the death of the thread that
-    started the guard: the thread that runs the trial. The guard ends on exit.
+    started the guard: the thread that runs the trial. The group is killed on exit.
     """
     if sys.platform != "linux":
         yield 0
@@ -155,7 +175,12 @@ def guarded_group() -> Iterator[int]:
     try:
         yield guard.pid
     finally:
-        guard.kill()
+        # The whole group: the guard and whatever the program left running, so
+        # nothing of a finished trial goes on using its directory or the machine.
+        try:
+            os.killpg(guard.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         guard.wait()
 
 
@@ -204,12 +229,17 @@ def validate_command_objective(row: CommandObjective) -> None:
             "directions", 'must be a list like ["minimize"] or ["minimize", "maximize"]'
         )
     row.search_space = validate_search_space(row.search_space)
+    if not row.search_space:
+        # Studies may only narrow it: it is all the program may ever receive.
+        raise ConfigError("search_space", "is required: the parameters the program takes")
+    check_registered_strings(row.search_space, row.allow_unsafe_strings)
     check_argv(row.argv, row.search_space)
     env = row.environment
     if not isinstance(env, dict) or not all(
         isinstance(k, str) and ENV_NAME.match(k) and isinstance(v, str) for k, v in env.items()
     ):
         raise ConfigError("environment", "must map variable names to string values")
+    check_pass_environment(row.pass_environment)
     if row.working_directory and not os.path.isabs(row.working_directory):
         raise ConfigError("working_directory", "must be an absolute path")
     timeout = row.timeout
@@ -221,25 +251,50 @@ def validate_command_objective(row: CommandObjective) -> None:
 class CommandObjectiveInfo(ObjectiveInfo):
     argv: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
+    pass_environment: list[str] = field(default_factory=list)
+    allow_unsafe_strings: bool = False
     working_directory: str = ""
     timeout: float = 3600.0
 
     @classmethod
     def from_row(cls, row: CommandObjective) -> CommandObjectiveInfo:
-        argv = list(row.argv)
-        return cls(
+        info = cls(
             name=row.name,
             description=row.description,
             directions=list(row.directions),
             search_space=row.search_space,
             kind="command",
-            check_space=lambda space: check_argv(argv, space, "search_space"),
             options={"timeout": row.timeout},
-            argv=argv,
+            argv=list(row.argv),
             environment=dict(row.environment),
+            pass_environment=list(row.pass_environment),
+            allow_unsafe_strings=row.allow_unsafe_strings,
             working_directory=row.working_directory,
             timeout=float(row.timeout),
         )
+        info.check_space = info.check_declared_space
+        return info
+
+    def check_declared_space(self, space: SearchSpace) -> None:
+        """A study's space must fit inside ours and define every placeholder of argv."""
+        # A stored space may predate today's validation (the job path reads the row).
+        space = validate_search_space(space)
+        errors = []
+        for check in (
+            lambda: check_argv(self.argv, space, "search_space"),
+            lambda: check_fits(
+                space,
+                self.search_space,
+                objective=self.name,
+                allow_unsafe=self.allow_unsafe_strings,
+            ),
+        ):
+            try:
+                check()
+            except ConfigError as e:
+                errors.append(e)
+        if errors:
+            raise ConfigError.combine(errors)
 
     def run(
         self, trial: optuna.Trial, params: dict[str, Any], context: RunContext
@@ -268,31 +323,46 @@ class CommandRun:
         self.single = len(trial.study.directions) == 1
 
     def run(self) -> float | Sequence[float]:
+        try:
+            # The last line of defence: enqueued trials, old rows, any path at all.
+            check_values(self.params, self.info.search_space, self.info.allow_unsafe_strings)
+        except ValueError as e:
+            raise CommandError(f"not started: {e}") from None
         argv = render_argv(self.info.argv, self.params)
-        env = command_env(
-            self.params,
+        account = command_account()
+        if account is not None:
+            protect_hub_files()
+        env = program_env(
+            self.info.pass_environment,
             self.info.environment,
-            {
-                "HUB_STUDY": self.trial.study.study_name,
-                "HUB_TRIAL_NUMBER": str(self.trial.number),
-                "HUB_JOB_ID": str(self.context.job_id or ""),
-            },
+            trial_env(
+                self.params,
+                {
+                    "HUB_STUDY": self.trial.study.study_name,
+                    "HUB_TRIAL_NUMBER": str(self.trial.number),
+                    "HUB_JOB_ID": str(self.context.job_id or ""),
+                },
+            ),
+            account,
         )
-        with guarded_group() as group:
+        with (
+            work_directory(self.info.working_directory, account) as cwd,
+            guarded_group() as group,
+        ):
             try:
                 self.process = subprocess.Popen(
-                    argv,
+                    launch_argv(argv, account),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
-                    cwd=self.info.working_directory or None,
+                    cwd=cwd,
                     env=env,
                     # A process group of its own (its guard's), so killing the group
                     # kills what it started too.
                     process_group=group,
                 )
             except OSError as e:
-                raise CommandError(f"could not start {argv[0]!r}: {e}") from None
+                raise CommandError(f"could not start {argv[0]!r} in {cwd}: {e}") from None
             self.group = group or self.process.pid
             reader = threading.Thread(target=self._read, daemon=True)
             reader.start()
@@ -338,8 +408,10 @@ class CommandRun:
                 self._kill()
                 raise TrialStopped("killed: the job was stopped")
         code = self.process.wait()
+        if code == 127 and self.tail and self.tail[-1].startswith(START_FAILED):
+            raise CommandError(self.tail[-1].removeprefix("hub: "))
         if code != 0:
-            raise CommandError(f"exited with code {code}")
+            raise CommandError(exit_message(code))
         if result is None:
             raise CommandError("printed no result line ('value <v>' or 'values <v1> <v2> ...')")
         if len(result) != len(self.trial.study.directions):
