@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 from rest_framework.test import APIClient
 
 from studies.config.search_space import suggest
+from studies.config.seeding import TrialSeededSampler
 from studies.models import Study, Trial
 from tests.conftest import client_for
 
@@ -90,7 +91,9 @@ def test_a_seeded_study_over_http_samples_what_optuna_samples_in_one_process(api
         response = post(api, f"/api/trials/{trial['trial_id']}/tell/", {"values": [value]})
         assert response.status_code == 200
 
-    local = optuna.create_study(sampler=optuna.samplers.TPESampler(n_startup_trials=5, seed=7))
+    # Seeded studies reseed their sampler per trial (the same in every process).
+    tpe = optuna.samplers.TPESampler(n_startup_trials=5, seed=7)
+    local = optuna.create_study(sampler=TrialSeededSampler(tpe, 7))
     in_process = []
     for _ in range(15):
         trial = local.ask()

@@ -15,6 +15,7 @@ import optuna
 
 from studies.config.samplers import build_pruner, build_sampler
 from studies.config.search_space import SearchSpace
+from studies.config.seeding import TrialSeededSampler, seeded_per_trial
 from studies.models import Study
 from studies.storage.django_storage import DjangoStorage, get_storage
 
@@ -27,11 +28,20 @@ def optuna_study_for(
     """``study`` as an optuna.Study with its sampler and pruner, on ``storage``.
 
     ``search_space`` is the space its trials sample when that is not the declared
-    one (a job's objective brings its own); grid samplers are built from it.
+    one (a job's objective brings its own); grid samplers are built from it. A
+    seeded sampler is seeded per trial (studies/config/seeding.py), so every
+    process asks the same trial the same values.
     """
+    space = search_space or study.search_space
+    config = study.sampler or {}
+    seed = config.get("seed")
+    if seed is not None and seeded_per_trial(config.get("type", "tpe")):
+        sampler: Any = TrialSeededSampler(build_sampler(config, space), seed)
+    else:
+        sampler = build_sampler(config, space)
     return optuna.Study(
         study_name=study.name,
         storage=storage or get_storage(),
-        sampler=build_sampler(study.sampler, search_space or study.search_space),
+        sampler=sampler,
         pruner=build_pruner(study.pruner),
     )
