@@ -201,6 +201,7 @@ def test_ctrl_c_during_a_job_hands_its_trials_back_and_the_next_start_resumes_it
             hub.kill()
     assert hub.returncode == 0, err[-3000:]
     # Before: trials went on for 31 s, until the SIGKILL fallback, saying nothing.
+    print(f"start stopped {took:.1f} s after Ctrl-C")  # shown with pytest -s
     assert took < STOP_TIMEOUT, f"stopping took {took:.1f} s"
     assert "has stopped." in err, err[-3000:]  # the cluster stopped, not killed
     handed = re.findall(r"Handed back trial (\d+) of job", out)
