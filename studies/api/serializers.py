@@ -408,13 +408,22 @@ class JobSerializer(serializers.Serializer):
     max_failed_trials = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, help_text="Fail the job after this many."
     )
+    stop_when = serializers.JSONField(
+        required=False,
+        help_text='Stop early, succeeded: {"target": v} (one number per objective: a list), '
+        '{"patience": n, "min_delta": d} (no improvement over n finished trials).',
+    )
     created_at = serializers.DateTimeField(read_only=True)
     started_at = serializers.DateTimeField(allow_null=True, read_only=True)
     finished_at = serializers.DateTimeField(allow_null=True, read_only=True)
     heartbeat = serializers.DateTimeField(allow_null=True, read_only=True)
     stop_reason = serializers.CharField(
         read_only=True,
-        help_text="n_trials, timeout, cancelled, max_failed_trials, workers_died or error.",
+        help_text="n_trials, target, patience, timeout, cancelled, max_failed_trials, "
+        "workers_died or error.",
+    )
+    stop_detail = serializers.CharField(
+        read_only=True, help_text='What a rule saw: "Stopped: target 0.01 reached at trial #812".'
     )
     error = serializers.CharField(read_only=True)
     waiting_reason = serializers.CharField(
@@ -448,11 +457,13 @@ class JobSerializer(serializers.Serializer):
             "concurrency": job.concurrency,
             "delay": job.delay,
             "max_failed_trials": job.max_failed_trials,
+            "stop_when": job.stop_when,
             "created_at": iso(job.created_at),
             "started_at": iso(job.started_at),
             "finished_at": iso(job.finished_at),
             "heartbeat": iso(job.heartbeat),
             "stop_reason": job.stop_reason,
+            "stop_detail": job.stop_detail,
             "error": job.error,
             "waiting_reason": waiting_reason(job),
             "url": job.get_api_url(),

@@ -97,11 +97,15 @@ def objective_of(study: Study) -> ObjectiveInfo:
     return info
 
 
-def finish(job_id: int, status: str, reason: str, error: str = "") -> bool:
+def finish(job_id: int, status: str, reason: str, error: str = "", detail: str = "") -> bool:
     """Move an active job to a final status; False if it had already ended."""
     return bool(
         Job.objects.filter(pk=job_id, status__in=Job.ACTIVE).update(
-            status=status, stop_reason=reason, error=error[:10_000], finished_at=timezone.now()
+            status=status,
+            stop_reason=reason,
+            stop_detail=detail[:300],
+            error=error[:10_000],
+            finished_at=timezone.now(),
         )
     )
 

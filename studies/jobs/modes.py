@@ -26,6 +26,7 @@ from studies.jobs.base import (
     worker_name,
 )
 from studies.jobs.job_storage import JobStorage
+from studies.jobs.stopping import target_reached
 from studies.models import Job, JobSlot, JobTrial, Study, Trial
 from studies.storage import DjangoStorage, optuna_study_for
 
@@ -64,6 +65,9 @@ class DurableRun:
             if not runner.after_failure(trial, 1):
                 study.stop()
                 return
+        if trial.state in COUNTED and runner.stop_on_rule(trial):
+            study.stop()
+            return
         if (
             not runner.check_status()
             or runner.should_stop()
@@ -203,6 +207,8 @@ class MemoryRun:
         self.written = self.db_done()
         self.local_done = 0
         self.pull()
+        # A plateau counts every slot's trials, so it is checked as a batch is written.
+        runner.stop_on_rule()
 
     def quota_reached(self) -> bool:
         return self.written + self.local_done >= self.runner.slot.quota
@@ -213,6 +219,11 @@ class MemoryRun:
         self.pending.append(trial)
         if trial.state in COUNTED:
             self.local_done += 1
+        if target_reached(job, trial):
+            self.flush()  # the trial that reached it is in the database first
+            runner.stop_on_rule(trial)
+            study.stop()
+            return
         elif trial.state == TrialState.FAIL and not trial.system_attrs.get("hub_stopped"):
             self.pending_failures += 1
             if job.n_failed + self.pending_failures >= job.failure_limit:

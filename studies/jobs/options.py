@@ -10,10 +10,19 @@ from django.conf import settings
 from studies.config.errors import ConfigError
 from studies.config.samplers import build_pruner, build_sampler
 from studies.jobs.base import MAX_DELAY, MAX_TRIALS, objective_of
+from studies.jobs.stopping import clean_stop_when
 from studies.models import Job, Study
 
 MODES = (Job.DURABLE, Job.MEMORY)
-FIELDS = ("n_trials", "timeout", "concurrency", "delay", "max_failed_trials", "mode")
+FIELDS = (
+    "n_trials",
+    "timeout",
+    "concurrency",
+    "delay",
+    "max_failed_trials",
+    "mode",
+    "stop_when",
+)
 MAX_TIMEOUT = 365 * 86_400
 
 
@@ -49,6 +58,7 @@ def clean_job_options(study: Study, data: Any) -> dict[str, Any]:
     check("delay", lambda v: _seconds("delay", v, positive=False, high=MAX_DELAY), default=0.0)
     check("max_failed_trials", lambda v: _integer("max_failed_trials", v, 1))
     check("mode", _mode, default=Job.DURABLE)
+    check("stop_when", lambda v: clean_stop_when(v, study.directions), default={})
     try:
         check_study_can_run(study)
     except ConfigError as e:

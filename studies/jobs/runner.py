@@ -39,6 +39,7 @@ from studies.jobs.base import (
 )
 from studies.jobs.job_storage import JOB_TABLE
 from studies.jobs.modes import DurableRun, MemoryRun
+from studies.jobs.stopping import rule_met
 from studies.models import Job, JobSlot
 from studies.objectives.base import RunContext
 from studies.objectives.command import TrialStopped
@@ -287,6 +288,16 @@ class SlotRunner:
         JobSlot.objects.filter(pk=self.slot.pk, token=self.token).update(
             token="", heartbeat=None, finished=finished, waiting=waiting, worker=""
         )
+
+    def stop_on_rule(self, trial: FrozenTrial | None = None) -> bool:
+        """End the job, succeeded, when one of its stopping rules holds; True if one does."""
+        rule, detail = rule_met(self.job, trial)
+        if not rule:
+            return False
+        finish(self.job.pk, Job.SUCCEEDED, rule, detail=detail)
+        self.stop_reason = rule
+        self.heartbeat.stopped.set()
+        return True
 
     def finish_if_done(self) -> bool:
         """Mark the job succeeded when it has all its trials; True when it has."""

@@ -56,7 +56,11 @@ class Job(models.Model):
     retry_params = JSONTextField(default=list, blank=True)
     # With a delay, the earliest time the next trial may start.
     next_start_at = models.DateTimeField(null=True, blank=True)
+    # Stopping rules (studies/jobs/stopping.py): {"target": [v], "patience": n, "min_delta": d}.
+    stop_when = JSONTextField(default=dict, blank=True)
     stop_reason = models.CharField(max_length=40, blank=True, default="")
+    # What stopped a job that ended early on a rule: "Stopped: target 0.01 reached at trial #812".
+    stop_detail = models.CharField(max_length=300, blank=True, default="")
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -136,6 +140,7 @@ class Job(models.Model):
             n_failed=0,
             n_resumes=0,
             next_start_at=None,
+            stop_detail="",
         )
         if updated:
             JobSlot.objects.filter(job_id=self.pk).update(

@@ -20,7 +20,9 @@ from studies.models import Job
 from studies.views.common import edit_denied
 from studies.views.study_page import counted_study, study_page_context
 
-RUN_FIELDS = ("n_trials", "timeout", "concurrency")
+RUN_FIELDS = ("n_trials", "timeout", "concurrency", "target", "patience")
+# The form's inputs that are stopping rules (stop_when) rather than options.
+STOP_FIELDS = ("target", "patience")
 
 
 def run_options(values: dict[str, str]) -> dict[str, Any]:
@@ -36,6 +38,9 @@ def run_options(values: dict[str, str]) -> dict[str, Any]:
                 options[key] = parse_number(text)
             except ValueError:
                 options[key] = text
+    stop_when = {key: options.pop(key) for key in STOP_FIELDS if key in options}
+    if stop_when:
+        options["stop_when"] = stop_when
     return options
 
 
@@ -44,8 +49,9 @@ def run_errors(error: ConfigError) -> dict[str, str]:
     errors: dict[str, str] = {}
     other = []
     for one in error.errors:
-        if one.field in RUN_FIELDS:
-            errors[one.field] = "; ".join(filter(None, [errors.get(one.field), one.message]))
+        field = one.field.removeprefix("stop_when.")
+        if field in RUN_FIELDS:
+            errors[field] = "; ".join(filter(None, [errors.get(field), one.message]))
         else:
             other.append(f"{one.field}: {one.message}")
     if other:
