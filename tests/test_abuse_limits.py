@@ -19,7 +19,6 @@ import requests
 from django.utils import timezone
 from django_q.models import OrmQ
 from optuna.trial import TrialState
-from rest_framework.test import APIClient
 
 from studies.actions import do_start_job
 from studies.config.errors import ConfigError
@@ -27,6 +26,8 @@ from studies.config.samplers import OPTION_BOUNDS, PRUNERS, SAMPLERS, build_samp
 from studies.jobs import fair, tasks
 from studies.models import CommandObjective, Job, JobSlot, Study
 from tests.conftest import token_for, wait_for
+from tests.test_jobs import api as client
+from tests.test_jobs import make_study as make_job_study
 from tests.test_jobs_workers import WORKER_ENV, finished, peak_running, post_job, sleepy
 
 GRID_5_POW_20 = {f"p{i}": [0, 1, 2, 3, 4] for i in range(20)}
@@ -54,17 +55,10 @@ def shared(fast):
     return fast
 
 
-def client(user) -> APIClient:
-    api = APIClient()
-    api.force_authenticate(user)
-    return api
-
-
 def make_study(owner, objective: str = "sphere", **fields) -> Study:
-    fields.setdefault("directions", ["minimize"])
+    """tests.test_jobs's study, with the random sampler: these tests are about limits."""
     fields.setdefault("sampler", {"type": "random", "options": {}, "seed": 0})
-    name = f"limits-{Study.objects.count()}-{objective}"
-    return Study.objects.create(name=name, owner=owner, objective=objective, **fields)
+    return make_job_study(owner, objective, **fields)
 
 
 def lease_as_running(job: Job, index: int = 0) -> None:
