@@ -28,7 +28,8 @@ def ensure_virtualenv() -> None:
     if not stamp.exists() or stamp.read_text() != digest:
         print("Installing requirements.txt into .venv (first run only) ...", flush=True)
         pip = [str(VENV_PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-        subprocess.run([*pip, "-r", str(requirements)], check=True)
+        # From the project root: requirements.txt names the client by its path (./client).
+        subprocess.run([*pip, "-r", str(requirements)], check=True, cwd=BASE_DIR)
         stamp.write_text(digest)
     os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), *sys.argv])
 

@@ -350,6 +350,16 @@ HUB_MAX_RUNNING_SLOTS_PER_USER = envint("HUB_MAX_RUNNING_SLOTS_PER_USER", "4")
 # frees the worker and the slot is queued again for its start time.
 HUB_DELAY_SLEEP_MAX = envint("HUB_DELAY_SLEEP_MAX", "5")
 
+# The remote Optuna storage (optuna_hub_client.HubStorage, studies/api/remote_storage.py).
+# Trials in one answer to a client's read; a larger study is read in pages.
+HUB_STORAGE_PAGE_SIZE = envint("HUB_STORAGE_PAGE_SIZE", "10000")
+# Unfinished trials a client may name in one read (the client names at most 1000).
+HUB_STORAGE_MAX_IDS = envint("HUB_STORAGE_MAX_IDS", "1000")
+# How long the first answer to a retried call (a new study or trial) is kept.
+HUB_STORAGE_IDEMPOTENCY_HOURS = envint("HUB_STORAGE_IDEMPOTENCY_HOURS", "24")
+# Intermediate values (reports) of one trial: each report rewrites them all.
+HUB_MAX_INTERMEDIATE_VALUES = envint("HUB_MAX_INTERMEDIATE_VALUES", "10000")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -19,5 +19,6 @@ urlpatterns = [
     path("trials/<int:pk>/", trials.trial_detail, name="trial"),
     path("tokens/", tokens.token_list, name="tokens"),
     path("tokens/<int:pk>/revoke/", tokens.token_revoke, name="token_revoke"),
+    path("client/<str:filename>", assets.client_wheel, name="client_wheel"),
     path("vendor/plotly-<str:version>.min.js", assets.plotly_js, name="plotly_js"),
 ]

@@ -7,6 +7,7 @@ from rest_framework.routers import SimpleRouter
 
 from studies.api.base import ID, not_found
 from studies.api.jobs import JobViewSet, ObjectiveViewSet, StudyJobViewSet
+from studies.api.remote_storage import storage_call
 from studies.api.studies import StudyViewSet
 from studies.api.token_views import ApiTokenViewSet
 from studies.api.tokens import ObtainAuthToken
@@ -43,6 +44,8 @@ urlpatterns = [
         login_required(SpectacularSwaggerSplitView.as_view(url_name="api-schema")),
         name="api-docs",
     ),
+    # The remote Optuna storage (optuna_hub_client.HubStorage); PROTOCOL is in the path.
+    re_path(r"^storage/v1/(?P<method>[a-z_]{1,64})/$", storage_call, name="api-storage"),
     path("", include(router.urls)),
     re_path(r"^(?P<path>[\s\S]*)$", not_found),
 ]

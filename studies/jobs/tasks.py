@@ -26,7 +26,7 @@ from studies.jobs.base import WATCHDOG_SCHEDULE, counted_trials, finish, grace_p
 from studies.jobs.fair import wake_slots
 from studies.jobs.job_storage import fail_stale_trial
 from studies.jobs.runner import SlotRunner
-from studies.models import Job, JobSlot, Trial
+from studies.models import Job, JobSlot, RemoteCall, Trial
 from studies.storage import DjangoStorage
 
 logger = logging.getLogger(__name__)
@@ -174,6 +174,9 @@ def check_jobs() -> list[str]:
             # No worker runs it (any more): it waits for one, and says so.
             Job.objects.filter(pk=job.pk, status=Job.RUNNING).update(status=Job.QUEUED)
     actions += wake_parked()
+    forgotten = RemoteCall.forget_old()
+    if forgotten:
+        actions.append(f"forgot {forgotten} remote storage answers kept for retries")
     return actions
 
 

@@ -17,6 +17,7 @@ logic that needs those lives in its package, or in studies/actions.py.
 from studies.models.command import CommandObjective, default_directions
 from studies.models.fields import JSONTextField, first_value, json_safe, parse_distribution
 from studies.models.job import Job, JobQuerySet, JobSlot, JobTrial
+from studies.models.remote import RemoteCall
 from studies.models.study import Study, StudyQuerySet
 from studies.models.token import ApiToken, ApiTokenQuerySet
 from studies.models.trial import TRIAL_ROW_FIELDS, Trial, TrialQuerySet
@@ -31,6 +32,7 @@ __all__ = [
     "JobQuerySet",
     "JobSlot",
     "JobTrial",
+    "RemoteCall",
     "Study",
     "StudyQuerySet",
     "Trial",

@@ -40,3 +40,19 @@ class StudyTrials:
         if out_of_order:
             self.trials.sort(key=lambda t: t.number)
             self.position = {t._trial_id: i for i, t in enumerate(self.trials)}
+
+    def since(self, after: int, ids: list[int], limit: int) -> tuple[list[FrozenTrial], bool]:
+        """Trials with an id above ``after`` (the first ``limit``), and those of ``ids``.
+
+        Also whether more than ``limit`` are new. A study's trial ids grow with
+        their numbers (each is inserted under the study's lock), so the new ones
+        are at the end.
+        """
+        new = []
+        for trial in reversed(self.trials):
+            if trial._trial_id <= after:
+                break
+            new.append(trial)
+        new.reverse()
+        known = [self.trials[self.position[i]] for i in ids if i <= after and i in self.position]
+        return known + new[:limit], len(new) > limit

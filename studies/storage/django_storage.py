@@ -449,6 +449,14 @@ class DjangoStorage(BaseStorage, BaseHeartbeat):
                 trials = list(trials)
         return copy.deepcopy(trials) if deepcopy else trials
 
+    def get_trials_since(
+        self, study_id: int, after: int, ids: list[int], limit: int
+    ) -> tuple[list[FrozenTrial], bool]:
+        """A remote client's read: new trials (``StudyTrials.since``) and those of ``ids``."""
+        self.get_all_trials(study_id, deepcopy=False)  # up to date, or KeyError
+        with self._lock:
+            return self._studies[study_id].since(after, ids, limit)
+
     # Heartbeats
 
     def record_heartbeat(self, trial_id: int) -> None:

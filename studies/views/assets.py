@@ -1,4 +1,4 @@
-"""plotly.js, from the installed plotly package: the pages need no CDN and work offline."""
+"""Files the hub serves besides pages: plotly.js (no CDN, works offline) and the client wheel."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import plotly
 from django.http import Http404, HttpRequest, HttpResponse
+
+from studies.client_package import build_wheel, wheel_name
 
 
 @cache
@@ -33,4 +35,14 @@ def plotly_js(request: HttpRequest, version: str) -> HttpResponse:
     response["Cache-Control"] = (
         f"public, max-age={int(timedelta(days=365).total_seconds())}, immutable"
     )
+    return response
+
+
+def client_wheel(request: HttpRequest, filename: str) -> HttpResponse:
+    """optuna-hub-client as a wheel, for ``pip install <hub>/client/<wheel>`` (no login:
+    the package holds nothing of the hub's)."""
+    if filename != wheel_name():
+        raise Http404(f"this hub serves {wheel_name()}")
+    response = HttpResponse(build_wheel(), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

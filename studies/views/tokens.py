@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
+from studies.client_package import wheel_name
 from studies.models import ApiToken
 from studies.models.token import MAX_EXPIRY_DAYS, MAX_NAME_LENGTH, token_limit_error
 
@@ -50,7 +51,13 @@ def token_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "studies/tokens.html",
-        {"form": form, "tokens": tokens, "new_key": new_key, "hub_url": hub_url(request)},
+        {
+            "form": form,
+            "tokens": tokens,
+            "new_key": new_key,
+            "hub_url": hub_url(request),
+            "client_wheel": wheel_name(),
+        },
         status=400 if form.errors else 200,
     )
 
