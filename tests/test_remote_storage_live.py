@@ -140,7 +140,7 @@ FOUR_CLIENTS = """
 """
 
 
-def test_four_clients_share_one_study(hub_server, client_python, alice, api):
+def test_four_clients_share_one_study(hub_server, client_python, alice, api, client):
     token = token_for(alice)
     run_client(client_python, hub_server, token, """
         import optuna
@@ -156,9 +156,9 @@ def test_four_clients_share_one_study(hub_server, client_python, alice, api):
         )
         for _ in range(4)
     ]
-    for client in clients:
-        _, stderr = client.communicate(timeout=600)
-        assert client.returncode == 0, stderr[-3000:]
+    for process in clients:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
     study = Study.objects.get(name="shared")
     numbers = sorted(study.trials.values_list("number", flat=True))
     assert numbers == list(range(200))
@@ -167,6 +167,11 @@ def test_four_clients_share_one_study(hub_server, client_python, alice, api):
     listed = api.get(f"/api/studies/{study.pk}/trials/", {"page_size": 1000}).json()
     assert listed["count"] == 200
     assert study.owner == alice
+    client.force_login(alice)
+    page = client.get(f"/studies/{study.pk}/")
+    assert page.status_code == 200 and "200" in page.content.decode()
+    chart = client.get(f"/studies/{study.pk}/charts/history.json")
+    assert chart.status_code == 200 and chart.json()["figure"]["data"]
 
 
 SEEDED = """
