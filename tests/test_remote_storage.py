@@ -244,6 +244,7 @@ HOSTILE = [
     ("get_trials", {"study_id": "S", "after": 0, "ids": list(range(5000))}, "ids"),
     ("get_trials", {"study_id": "S", "after": 0, "ids": ["1"]}, "ids"),
     ("get_stale_trial_ids", {"study_id": "S", "grace_period": 0}, "grace_period"),
+    ("get_stale_trial_ids", {"study_id": "S", "grace_period": 10**12}, "grace_period"),
 ]  # fmt: skip
 
 

@@ -57,6 +57,8 @@ from studies.storage.sqlite import write_transaction
 
 MAX_ID = 2**63 - 1
 ATTR_KEY_MAX_LENGTH = 512
+# Ten years: any longer and now - grace is before the first datetime.
+MAX_GRACE_SECONDS = 10 * 365 * 86400
 
 
 class Refused(Exception):
@@ -429,8 +431,8 @@ def record_heartbeat(call: Call) -> None:
 
 def get_stale_trial_ids(call: Call) -> list[int]:
     study_id, grace = call.id("study_id"), call.arg("grace_period")
-    if type(grace) is not int or not 1 <= grace <= MAX_ID // 10**6:
-        raise ConfigError("grace_period", "must be a positive integer (seconds)")
+    if type(grace) is not int or not 1 <= grace <= MAX_GRACE_SECONDS:
+        raise ConfigError("grace_period", f"must be 1 to {MAX_GRACE_SECONDS} seconds")
     call.storage.get_study_name_from_id(study_id)  # KeyError for an unknown study
     stale = Trial.objects.filter(
         study_id=study_id,
