@@ -1,4 +1,4 @@
-"""The remote storage endpoint (/api/storage/v1/...): rights, errors and hostile calls.
+"""The remote storage endpoint (/api/storage/v2/...): rights, errors and hostile calls.
 
 In-process, through Django's test client: each call is what HubStorage sends,
 or what a careless or hostile script could send instead. The live tests with
@@ -8,11 +8,12 @@ real client processes are in test_remote_storage_live.py.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
 from django.test import Client
-from optuna.distributions import FloatDistribution, distribution_to_json
+from optuna.distributions import CategoricalDistribution, FloatDistribution, distribution_to_json
 from optuna.trial import TrialState
 
 from studies.client_package import wheel_name
@@ -20,6 +21,7 @@ from studies.models import ApiToken, Job, JobTrial, RemoteCall, Study, Trial
 from tests.conftest import token_for
 
 FLOAT = distribution_to_json(FloatDistribution(0, 1))
+ABC = distribution_to_json(CategoricalDistribution(["a", "b", "c"]))
 MANY_CHOICES = json.dumps(
     {"name": "CategoricalDistribution", "attributes": {"choices": list(range(2000))}}
 )
@@ -35,7 +37,7 @@ class Remote:
     def raw(self, method: str, body: Any, **headers: str) -> Any:
         data = body if isinstance(body, str | bytes) else json.dumps(body)
         return self.client.post(
-            f"/api/storage/v1/{method}/",
+            f"/api/storage/v2/{method}/",
             data=data,
             content_type="application/json",
             headers={**self.headers, **headers},
@@ -122,7 +124,7 @@ def test_staff_may_write_to_any_study(staff, study_id, trial_id):
 )
 def test_a_call_without_a_valid_token_is_a_401(db, headers, detail):
     response = Client().post(
-        "/api/storage/v1/get_all_studies/", data="{}", content_type="application/json",
+        "/api/storage/v2/get_all_studies/", data="{}", content_type="application/json",
         headers=headers,
     )  # fmt: skip
     assert response.status_code == 401
@@ -140,7 +142,7 @@ def test_a_session_cookie_is_not_enough(alice, client):
     # No cookie-authenticated POST: another site could make a signed-in browser send it.
     client.force_login(alice)
     response = client.post(
-        "/api/storage/v1/create_new_study/",
+        "/api/storage/v2/create_new_study/",
         data=json.dumps({"directions": ["minimize"], "study_name": "csrf"}),
         content_type="application/json",
     )
@@ -226,6 +228,14 @@ HOSTILE = [
     ("set_trial_param", {"trial_id": "T", "param_name": "x", "param_value_internal": 0.5,
                          "distribution": MANY_CHOICES},
      "distribution"),
+    ("set_trial_param", {"trial_id": "T", "param_name": "x", "param_value_internal": math.nan,
+                         "distribution": FLOAT}, "param_value_internal"),
+    ("set_trial_param", {"trial_id": "T", "param_name": "x", "param_value_internal": math.inf,
+                         "distribution": FLOAT}, "param_value_internal"),
+    ("set_trial_param", {"trial_id": "T", "param_name": "k", "param_value_internal": 3,
+                         "distribution": ABC}, "param_value_internal"),
+    ("set_trial_param", {"trial_id": "T", "param_name": "k", "param_value_internal": 0.5,
+                         "distribution": ABC}, "param_value_internal"),
     ("set_trial_state_values", {"trial_id": "T", "state": "DONE"}, "state"),
     ("set_trial_state_values", {"trial_id": "T", "state": "COMPLETE", "values": ["1"]}, "values"),
     ("set_trial_state_values", {"trial_id": "T", "state": "COMPLETE", "values": 1}, "values"),
@@ -241,18 +251,47 @@ HOSTILE = [
         "params": {}, "distributions": {}, "user_attrs": {}, "system_attrs": {},
         "intermediate_values": {}, "state": "NOPE", "values": None, "number": 0, "id": 0,
         "datetime_start": None, "datetime_complete": None}}, "template_trial"),
+    ("create_new_trial", {"study_id": "S", "template_trial": {
+        "params": {"k": 7}, "distributions": {"k": ABC}, "user_attrs": {}, "system_attrs": {},
+        "intermediate_values": {}, "state": "COMPLETE", "values": [1.0], "number": 0, "id": 0,
+        "datetime_start": None, "datetime_complete": None}}, "template_trial.params.k"),
+    ("create_new_trial", {"study_id": "S", "template_trial": {
+        "params": {"x": math.nan}, "distributions": {"x": FLOAT}, "user_attrs": {},
+        "system_attrs": {}, "intermediate_values": {}, "state": "COMPLETE", "values": [1.0],
+        "number": 0, "id": 0, "datetime_start": None, "datetime_complete": None}},
+     "template_trial.params.x"),
     ("get_trials", {"study_id": "S", "after": 0, "ids": list(range(5000))}, "ids"),
     ("get_trials", {"study_id": "S", "after": 0, "ids": ["1"]}, "ids"),
     ("get_stale_trial_ids", {"study_id": "S", "grace_period": 0}, "grace_period"),
     ("get_stale_trial_ids", {"study_id": "S", "grace_period": 10**12}, "grace_period"),
+    # Writes sent ahead of a call: only trial writes that answer nothing, each checked.
+    ("get_trial", {"trial_id": "T", "_pending": {"a": 1}}, "_pending"),
+    ("get_trial", {"trial_id": "T", "_pending": [["delete_study", {"study_id": "S"}]]},
+     "_pending[0]"),
+    ("get_trial", {"trial_id": "T", "_pending": [["set_trial_user_attr"]]}, "_pending[0]"),
+    ("get_trial", {"trial_id": "T", "_pending": [["set_trial_user_attr", {}]] * 1001},
+     "_pending"),
+    ("set_trial_state_values", {"trial_id": "T", "state": "COMPLETE", "values": [1.0],
+                                "_sync": {"study_id": "S", "after": 0, "ids": ["1"]}},
+     "_sync.ids"),
+    ("set_trial_state_values", {"trial_id": "T", "state": "COMPLETE", "values": [1.0],
+                                "_sync": [1]}, "_sync"),
 ]  # fmt: skip
+
+
+def resolve(value: Any, ids: dict[str, int]) -> Any:
+    """The arguments with "S" and "T" as the study's and the trial's ids, at any depth."""
+    if isinstance(value, dict):
+        return {k: resolve(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, ids) for v in value]
+    return ids.get(value, value) if isinstance(value, str) else value
 
 
 @pytest.mark.parametrize("method, args, field", HOSTILE)
 def test_hostile_arguments_get_a_400_naming_the_field(as_alice, trial_id, method, args, field):
     study_id = Trial.objects.get(pk=trial_id).study_id
-    args = {k: {"S": study_id, "T": trial_id}.get(v, v) if isinstance(v, str) else v
-            for k, v in args.items()}  # fmt: skip
+    args = resolve(args, {"S": study_id, "T": trial_id})
     before = list(Trial.objects.values_list("id", "params", "user_attrs", "state"))
     error = as_alice.error(method, 400, **args)
     assert error["error"] == "InvalidRequest"
@@ -301,7 +340,7 @@ def test_a_body_over_the_upload_limit_is_a_413(as_alice, settings):
 
 def test_unknown_methods_and_gets_answer_in_json(as_alice):
     assert as_alice.error("drop_everything", 404)["error"] == "NotFound"
-    response = as_alice.client.get("/api/storage/v1/get_all_studies/", headers=as_alice.headers)
+    response = as_alice.client.get("/api/storage/v2/get_all_studies/", headers=as_alice.headers)
     assert response.status_code == 405 and response.json()["error"] == "MethodNotAllowed"
 
 
@@ -330,3 +369,82 @@ def test_the_tokens_page_says_how_to_install_and_use_the_client(alice, client):
     assert f"pip install http://testserver/client/{wheel_name()}" in page
     assert "export OPTUNA_HUB_URL=http://testserver" in page
     assert "storage=HubStorage()" in page
+
+
+def sent_ahead(trial_id: int, *writes: tuple[str, dict[str, Any]]) -> list:
+    return [[method, {"trial_id": trial_id, **args}] for method, args in writes]
+
+
+def test_writes_sent_ahead_run_before_the_call_and_the_answer_brings_the_study(
+    as_alice, study_id, trial_id
+):
+    pending = sent_ahead(
+        trial_id,
+        ("set_trial_param", {"param_name": "x", "param_value_internal": 0.25,
+                             "distribution": FLOAT}),
+        ("set_trial_user_attr", {"key": "note", "value": [1, 2]}),
+        ("set_trial_intermediate_value", {"step": 3, "intermediate_value": 0.5}),
+    )  # fmt: skip
+    response = as_alice.raw("set_trial_state_values", {
+        "trial_id": trial_id, "state": "COMPLETE", "values": [0.1], "_pending": pending,
+        "_sync": {"study_id": study_id, "after": 0, "ids": []},
+    }, **{"Idempotency-Key": "tell-1"})  # fmt: skip
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    trial = Trial.objects.get(pk=trial_id)
+    assert trial.state == TrialState.COMPLETE
+    assert trial.params == {"x": 0.25}
+    assert trial.user_attrs == {"note": [1, 2]}
+    assert trial.intermediate_values == {"3": 0.5}
+    assert answer["result"]["trial"]["params"] == {"x": 0.25}
+    assert [t["id"] for t in answer["trials"]["trials"]] == [trial_id]
+    assert answer["trials"]["trials"][0]["state"] == "COMPLETE"
+    # A retry of the same request gets the first answer; the writes are not run again.
+    again = as_alice.raw("set_trial_state_values", {
+        "trial_id": trial_id, "state": "COMPLETE", "values": [0.1], "_pending": pending,
+    }, **{"Idempotency-Key": "tell-1"})  # fmt: skip
+    assert again.status_code == 200, again.content
+    assert again.json()["result"] == answer["result"]
+
+
+def test_a_failed_write_sent_ahead_stops_there_and_is_named(as_alice, trial_id):
+    pending = sent_ahead(
+        trial_id,
+        ("set_trial_user_attr", {"key": "first", "value": 1}),
+        ("set_trial_param", {"param_name": "k", "param_value_internal": 9, "distribution": ABC}),
+        ("set_trial_user_attr", {"key": "third", "value": 3}),
+    )  # fmt: skip
+    body = {"trial_id": trial_id, "state": "COMPLETE", "values": [0.1], "_pending": pending}
+    response = as_alice.raw("set_trial_state_values", body)
+    assert response.status_code == 400, response.content
+    error = response.json()
+    assert error["pending"] == 1
+    assert error["detail"] == (
+        "set_trial_param (sent ahead): param_value_internal: must be the index of a choice, 0 to 2"
+    )
+    trial = Trial.objects.get(pk=trial_id)
+    assert trial.user_attrs == {"first": 1}  # the write before it stands
+    assert trial.params == {}
+    assert trial.state == TrialState.RUNNING  # the call itself did not run
+
+
+def test_writes_sent_ahead_need_the_same_rights(as_alice, as_bob, trial_id):
+    pending = sent_ahead(trial_id, ("set_trial_user_attr", {"key": "k", "value": 1}))
+    bobs = as_bob.call("create_new_study", directions=["minimize"], study_name="bobs")
+    response = as_bob.raw("get_study_name_from_id", {"study_id": bobs, "_pending": pending})
+    assert response.status_code == 403, response.content
+    assert response.json()["pending"] == 0
+    assert "'remote'" in response.json()["detail"]
+    assert Trial.objects.get(pk=trial_id).user_attrs == {}
+
+
+def test_clients_of_the_first_protocol_are_still_served(as_alice, study_id):
+    response = as_alice.client.post(
+        "/api/storage/v1/get_study_name_from_id/",
+        data=json.dumps({"study_id": study_id}),
+        content_type="application/json",
+        headers=as_alice.headers,
+    )
+    assert response.status_code == 200, response.content
+    assert response.json() == {"result": "remote"}
+    assert as_alice.client.post("/api/storage/v3/get_all_studies/").status_code == 404

@@ -285,6 +285,7 @@ def test_a_killed_clients_trial_is_failed_and_run_again(hub_server, client_pytho
     again = Trial.objects.get(study__name="killed", number=1)
     assert again.state == TrialState.COMPLETE
     assert again.system_attrs["failed_trial"] == 0
+    assert "x" in killed.params  # held back only briefly: it reached the hub before the kill
     assert again.params == killed.params
 
 
@@ -348,3 +349,88 @@ def test_an_unreachable_hub_is_retried_then_named(client_python, tmp_path):
     )  # fmt: skip
     assert result.returncode != 0
     assert "HubError: cannot reach the hub at http://127.0.0.1:9" in result.stderr
+
+
+BATCHED = """
+    import time, optuna
+    from optuna_hub_client import HubStorage
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = HubStorage()
+    requests = []
+    send = storage._connection.request  # counted, then sent as ever
+
+    def counted(method, *args, **kwargs):
+        requests.append(method)
+        return send(method, *args, **kwargs)
+
+    storage._connection.request = counted
+    study = optuna.create_study(
+        study_name="batched", storage=storage, sampler=optuna.samplers.TPESampler(seed=1)
+    )
+
+    def objective(trial):
+        trial.set_user_attr("epochs", 3)
+        for step in range(3):
+            trial.report(step / 10, step)
+        return trial.suggest_float("x", -1, 1) ** 2 + trial.suggest_int("n", 1, 9)
+
+    study.optimize(objective, n_trials=12)  # the first distributions go at once
+    before = len(requests)
+    study.optimize(objective, n_trials=20)
+    print("requests per trial:", (len(requests) - before) / 20)
+    trial = study.ask()
+    trial.suggest_float("x", -1, 1)
+    trial.set_user_attr("phase", "training")
+    print("suggested", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_an_optuna_trial_takes_two_requests_and_its_writes_reach_the_hub_soon(
+    hub_server, client_python, alice
+):
+    client = subprocess.Popen(
+        [client_python, "-c", textwrap.dedent(BATCHED)],
+        env=client_env(hub_server, token_for(alice)),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = client.stdout.readline()
+        assert line.startswith("requests per trial:"), line
+        # Two, and a few more if a slow moment outlasts the read-ahead window.
+        assert float(line.split(":")[1]) <= 2.5, line
+        assert client.stdout.readline().strip() == "suggested"
+        running = Trial.objects.get(study__name="batched", number=32)
+        wait_for(
+            lambda: Trial.objects.get(pk=running.pk).user_attrs == {"phase": "training"},
+            10,
+            "the running trial's writes, within flush_after of being made",
+        )
+        assert "x" in Trial.objects.get(pk=running.pk).params
+        assert client.poll() is None  # sent while the client sleeps, not at its exit
+    finally:
+        client.kill()
+        client.wait()
+    finished = Trial.objects.filter(study__name="batched", state=TrialState.COMPLETE)
+    assert finished.count() == 32
+    for trial in finished:
+        assert set(trial.params) == {"x", "n"}
+        assert trial.user_attrs == {"epochs": 3}
+        assert trial.intermediate_values == {"0": 0.0, "1": 0.1, "2": 0.2}
+
+
+def test_writes_held_back_are_sent_when_the_client_exits(hub_server, client_python, alice):
+    run_client(client_python, hub_server, token_for(alice), """
+        import optuna
+        from optuna_hub_client import HubStorage
+        study = optuna.create_study(study_name="exits", storage=HubStorage(flush_after=600))
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.set_user_attr("left", "before its tell")
+    """)  # fmt: skip
+    left = Trial.objects.get(study__name="exits", number=1)
+    assert left.state == TrialState.RUNNING
+    assert left.user_attrs == {"left": "before its tell"}
+    assert "x" in left.params

@@ -11,5 +11,5 @@ study.optimize(objective, n_trials=50)
 from optuna_hub_client._http import HubError, HubPermissionError, HubRequestError
 from optuna_hub_client.storage import HubStorage
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 __all__ = ["HubError", "HubPermissionError", "HubRequestError", "HubStorage", "__version__"]

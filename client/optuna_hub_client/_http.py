@@ -1,6 +1,6 @@
 """The hub's storage protocol over HTTP(S): one POST per call, kept-alive, retried.
 
-Every call is ``POST {url}/api/storage/v1/{method}/`` with a JSON object of
+Every call is ``POST {url}/api/storage/v2/{method}/`` with a JSON object of
 arguments and the token in ``Authorization: Token ...``; the answer is a JSON
 object, or an error ``{"error": <name>, "detail": <message>}`` that becomes the
 exception Optuna's own storages raise (KeyError, DuplicatedStudyError, ...).
@@ -83,7 +83,11 @@ class Connection:
         self._setup()
 
     def call(self, method: str, idempotent: bool = False, **args: Any) -> Any:
-        """Run ``method`` on the hub; its answer, or the exception it stands for."""
+        """Run ``method`` on the hub; its result, or the exception it stands for."""
+        return self.request(method, args, idempotent)["result"]
+
+    def request(self, method: str, args: dict[str, Any], idempotent: bool = False) -> Any:
+        """Run ``method`` on the hub; its whole answer, or the exception it stands for."""
         url = f"{self.url}/api/storage/v{PROTOCOL}/{method}/"
         headers = self._headers
         if idempotent:
@@ -100,8 +104,8 @@ def _answer(method: str, response: urllib3.BaseHTTPResponse) -> Any:
         data = json.loads(response.data)
     except ValueError:
         data = None
-    if response.status == 200 and isinstance(data, dict):
-        return data.get("result")
+    if response.status == 200 and isinstance(data, dict) and "result" in data:
+        return data
     if isinstance(data, dict) and isinstance(data.get("detail"), str):
         detail = data["detail"]
         if response.status == 401:

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 # The protocol's version: the endpoint's path holds it, so an incompatible change
 # is a new path and old clients get a clear 404 instead of a wrong answer.
-PROTOCOL = 1
+PROTOCOL = 2  # 2: writes sent ahead of a call (_pending) and _sync
 
 
 @functools.lru_cache(maxsize=4096)

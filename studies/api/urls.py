@@ -45,7 +45,8 @@ urlpatterns = [
         name="api-docs",
     ),
     # The remote Optuna storage (optuna_hub_client.HubStorage); PROTOCOL is in the path.
-    re_path(r"^storage/v1/(?P<method>[a-z_]{1,64})/$", storage_call, name="api-storage"),
+    # 1.0 clients speak v1, which v2 only extends: both are served.
+    re_path(r"^storage/v[12]/(?P<method>[a-z_]{1,64})/$", storage_call, name="api-storage"),
     path("", include(router.urls)),
     re_path(r"^(?P<path>[\s\S]*)$", not_found),
 ]

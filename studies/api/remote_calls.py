@@ -1,0 +1,413 @@
+"""The remote storage's calls: each checks its arguments and rights, then runs on DjangoStorage.
+
+``studies/api/remote_storage.py`` is the endpoint that receives them. Every
+argument is checked before anything is written, within the same bounds as the
+REST API (HUB_MAX_PARAMS, HUB_MAX_CHOICES, HUB_MAX_JSON_DEPTH,
+HUB_MAX_USER_ATTRS_BYTES, ...), so a careless or hostile client gets a 400
+naming the argument, and nothing it stores can break a read of the study.
+
+Rights are the REST API's: any token reads every study; a write needs
+``Study.can_edit``; a new study is the token user's. Trials of the hub's jobs
+are their workers' alone: remote clients read them but neither write them nor
+see them as stale.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.trial import TrialState
+from optuna_hub_client import _wire
+
+from studies.actions import do_delete_study
+from studies.config.errors import ConfigError
+from studies.config.study import (
+    MAX_DIRECTIONS,
+    NAME_MAX_LENGTH,
+    PARAM_NAME_MAX_LENGTH,
+    check_json,
+    check_text,
+)
+from studies.models import JobTrial, Study, Trial
+from studies.storage import DjangoStorage
+from studies.storage.sqlite import write_transaction
+
+MAX_ID = 2**63 - 1
+ATTR_KEY_MAX_LENGTH = 512
+# Ten years: any longer and now - grace is before the first datetime.
+MAX_GRACE_SECONDS = 10 * 365 * 86400
+
+
+@dataclass
+class Call:
+    user: Any
+    args: dict[str, Any]
+    storage: DjangoStorage
+
+    def arg(self, name: str) -> Any:
+        if name not in self.args:
+            raise ConfigError(name, "is required")
+        return self.args[name]
+
+    def id(self, name: str) -> int:
+        value = self.arg(name)
+        if type(value) is not int or not 0 <= value <= MAX_ID:
+            raise ConfigError(name, "must be an integer id")
+        return value
+
+    def text(self, name: str, max_length: int, allow_empty: bool = True) -> str:
+        value = self.arg(name)
+        if not isinstance(value, str) or len(value) > max_length:
+            raise ConfigError(name, f"must be a string of at most {max_length} characters")
+        if not value and not allow_empty:
+            raise ConfigError(name, "must not be empty")
+        check_text(name, value)
+        return value
+
+    def number(self, name: str, finite: bool = False) -> float:
+        value = self.arg(name)
+        if type(value) not in (int, float):
+            raise ConfigError(name, "must be a number")
+        if finite and not math.isfinite(value):
+            raise ConfigError(name, "must be a finite number")
+        return float(value)
+
+    def json(self, name: str) -> Any:
+        value = self.arg(name)
+        check_json(name, value)
+        return value
+
+
+# Rights
+
+
+def check_owner(call: Call, name: str, owner_id: int | None) -> None:
+    user = call.user
+    if not (user.is_staff or owner_id == user.pk):
+        raise PermissionError(f"You may not change study {name!r}: it is not yours.")
+
+
+def writable_study(call: Call, study_id: int) -> Study:
+    """The study, if the caller may change it (KeyError, PermissionError naming it)."""
+    study = Study.objects.filter(pk=study_id).first()
+    if study is None:
+        raise KeyError(f"No study with study_id {study_id} exists.")
+    check_owner(call, study.name, study.owner_id)
+    return study
+
+
+STUDY_WRITE_QUERY = f"SELECT name, owner_id FROM {Study._meta.db_table} WHERE id = %s"
+
+TRIAL_WRITE_QUERY = (
+    f"SELECT s.name, s.owner_id, j.job_id, t.{{column}} FROM {Trial._meta.db_table} t"
+    f" JOIN {Study._meta.db_table} s ON s.id = t.study_id"
+    f" LEFT JOIN {JobTrial._meta.db_table} j ON j.trial_id = t.id WHERE t.id = %s"
+)
+
+
+def check_study_writable(call: Call, study_id: int) -> None:
+    """writable_study in one plain query, for a call made once per trial."""
+    with connection.cursor() as cursor:
+        cursor.execute(STUDY_WRITE_QUERY, [study_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise KeyError(f"No study with study_id {study_id} exists.")
+    check_owner(call, *row)
+
+
+def writable_trial(call: Call, trial_id: int, column: str = "id") -> Any:
+    """Check that the caller may write to the trial; return its ``column`` as stored."""
+    with connection.cursor() as cursor:
+        cursor.execute(TRIAL_WRITE_QUERY.format(column=column), [trial_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise KeyError(f"No trial with trial_id {trial_id} exists.")
+    name, owner_id, job_id, value = row
+    check_owner(call, name, owner_id)
+    if job_id is not None:
+        raise PermissionError(
+            f"Trial {trial_id} of study {name!r} is run by the hub's job {job_id}; "
+            "only its worker writes to it."
+        )
+    return value
+
+
+def check_attrs_size(field: str, attrs: dict[str, Any]) -> None:
+    size = len(json.dumps(attrs))
+    limit = settings.HUB_MAX_USER_ATTRS_BYTES
+    if size > limit:
+        raise ConfigError(field, f"would make the attributes {size} bytes; at most {limit}")
+
+
+def check_distribution(field: str, dist_json: Any) -> Any:
+    if not isinstance(dist_json, str):
+        raise ConfigError(field, "must be a distribution's JSON")
+    try:
+        distribution = _wire.distribution(dist_json)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(field, f"is not a distribution: {e}") from None
+    if isinstance(distribution, CategoricalDistribution):
+        limit = settings.HUB_MAX_CHOICES
+        if len(distribution.choices) > limit:
+            raise ConfigError(field, f"has more than {limit} choices")
+        check_json(field, list(distribution.choices))
+    return distribution
+
+
+def check_param_value(field: str, value: float, distribution: BaseDistribution) -> None:
+    """Refuse a value no read could turn back into the parameter (NaN, a missing choice).
+
+    Out of range is allowed, as Optuna allows it for enqueued trials' fixed params.
+    """
+    if not math.isfinite(value):
+        raise ConfigError(field, "must be a finite number")
+    if isinstance(distribution, CategoricalDistribution):
+        if value != int(value) or not 0 <= value < len(distribution.choices):
+            limit = len(distribution.choices) - 1
+            raise ConfigError(field, f"must be the index of a choice, 0 to {limit}")
+
+
+# Studies
+
+
+def create_new_study(call: Call) -> int:
+    names = call.arg("directions")
+    if not isinstance(names, list) or not 1 <= len(names) <= MAX_DIRECTIONS:
+        raise ConfigError("directions", f"must list 1 to {MAX_DIRECTIONS} directions")
+    if any(name not in ("minimize", "maximize") for name in names):
+        raise ConfigError("directions", 'must each be "minimize" or "maximize"')
+    name = call.text("study_name", NAME_MAX_LENGTH)
+    with write_transaction("default"):
+        study_id = call.storage.create_new_study(_wire.directions_from_wire(names), name)
+        Study.objects.filter(pk=study_id).update(owner=call.user)
+    return study_id
+
+
+def delete_study(call: Call) -> None:
+    do_delete_study(writable_study(call, call.id("study_id")), call.user)
+
+
+def set_study_attr(kind: str) -> Callable[[Call], None]:
+    def set_attr(call: Call) -> None:
+        study_id = call.id("study_id")
+        key, value = call.text("key", ATTR_KEY_MAX_LENGTH), call.json("value")
+        current = getattr(writable_study(call, study_id), f"{kind}_attrs")
+        check_attrs_size("value", {**current, key: value})
+        getattr(call.storage, f"set_study_{kind}_attr")(study_id, key, value)
+
+    return set_attr
+
+
+def study_getter(name: str) -> Callable[[Call], Any]:
+    def get(call: Call) -> Any:
+        return getattr(call.storage, name)(call.id("study_id"))
+
+    return get
+
+
+def get_study_id_from_name(call: Call) -> int:
+    return call.storage.get_study_id_from_name(call.text("study_name", NAME_MAX_LENGTH))
+
+
+def get_study_directions(call: Call) -> list[str]:
+    return _wire.directions_to_wire(call.storage.get_study_directions(call.id("study_id")))
+
+
+def get_all_studies(call: Call) -> list[dict[str, Any]]:
+    return [_wire.study_to_wire(s) for s in call.storage.get_all_studies()]
+
+
+# Trials
+
+
+def template_from_args(call: Call) -> Any:
+    data = call.args.get("template_trial")
+    if data is None:
+        return None
+    field = "template_trial"
+    if not isinstance(data, dict):
+        raise ConfigError(field, "must be a trial object or null")
+    check_json(field, data)
+    params, dists = data.get("params"), data.get("distributions")
+    if not isinstance(params, dict) or not isinstance(dists, dict) or params.keys() != dists.keys():
+        raise ConfigError(f"{field}.params", "must name the same parameters as its distributions")
+    if len(params) > settings.HUB_MAX_PARAMS:
+        raise ConfigError(f"{field}.params", f"holds more than {settings.HUB_MAX_PARAMS}")
+    for name, dist_json in dists.items():
+        if not 1 <= len(name) <= PARAM_NAME_MAX_LENGTH:
+            raise ConfigError(f"{field}.params", f"names must be 1 to {PARAM_NAME_MAX_LENGTH} long")
+        distribution = check_distribution(f"{field}.distributions.{name}", dist_json)
+        value = params[name]
+        if type(value) not in (int, float):
+            raise ConfigError(f"{field}.params.{name}", "must be a number")
+        check_param_value(f"{field}.params.{name}", value, distribution)
+    for attrs in ("user_attrs", "system_attrs"):
+        if not isinstance(data.get(attrs), dict):
+            raise ConfigError(f"{field}.{attrs}", "must be an object")
+        check_attrs_size(f"{field}.{attrs}", data[attrs])
+    steps = data.get("intermediate_values")
+    if not isinstance(steps, dict) or len(steps) > settings.HUB_MAX_INTERMEDIATE_VALUES:
+        limit = settings.HUB_MAX_INTERMEDIATE_VALUES
+        raise ConfigError(f"{field}.intermediate_values", f"must be an object of at most {limit}")
+    try:
+        return _wire.trial_from_wire(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(field, f"is not a trial: {e!r}") from None
+
+
+def create_new_trial(call: Call) -> dict[str, Any]:
+    study_id = call.id("study_id")
+    template = template_from_args(call)
+    check_study_writable(call, study_id)
+    trial_id = call.storage.create_new_trial(study_id, template_trial=template)
+    return _wire.trial_to_wire(call.storage.get_trial(trial_id))
+
+
+def set_trial_param(call: Call) -> None:
+    trial_id = call.id("trial_id")
+    name = call.text("param_name", PARAM_NAME_MAX_LENGTH, allow_empty=False)
+    value = call.number("param_value_internal")
+    distribution = check_distribution("distribution", call.arg("distribution"))
+    check_param_value("param_value_internal", value, distribution)
+    params = json.loads(writable_trial(call, trial_id, "params"))
+    if name not in params and len(params) >= settings.HUB_MAX_PARAMS:
+        limit = settings.HUB_MAX_PARAMS
+        raise ConfigError("param_name", f"the trial has {limit} parameters, the most allowed")
+    call.storage.set_trial_param(trial_id, name, value, distribution)
+
+
+def set_trial_state_values(call: Call) -> dict[str, Any]:
+    trial_id = call.id("trial_id")
+    state_name = call.arg("state")
+    if state_name not in TrialState.__members__:
+        raise ConfigError("state", f"must be one of {', '.join(TrialState.__members__)}")
+    values = call.args.get("values")
+    if values is not None:
+        if not isinstance(values, list) or len(values) > MAX_DIRECTIONS:
+            raise ConfigError("values", f"must be a list of at most {MAX_DIRECTIONS} numbers")
+        if any(type(v) not in (int, float) for v in values):
+            raise ConfigError("values", "must be numbers")
+    state = TrialState[state_name]
+    writable_trial(call, trial_id)
+    updated = call.storage.set_trial_state_values(trial_id, state, values)
+    # The client keeps the trial it changed: no get_trial follows.
+    trial = call.storage.get_trial(trial_id) if updated else None
+    return {"updated": updated, "trial": trial and _wire.trial_to_wire(trial)}
+
+
+def set_trial_intermediate_value(call: Call) -> None:
+    trial_id = call.id("trial_id")
+    step = call.arg("step")
+    if type(step) is not int or abs(step) > MAX_ID:
+        raise ConfigError("step", "must be an integer")
+    value = call.number("intermediate_value")
+    steps = json.loads(writable_trial(call, trial_id, "intermediate_values"))
+    limit = settings.HUB_MAX_INTERMEDIATE_VALUES
+    if str(step) not in steps and len(steps) >= limit:
+        raise ConfigError("step", f"the trial has {limit} intermediate values, the most allowed")
+    call.storage.set_trial_intermediate_value(trial_id, step, value)
+
+
+def set_trial_attr(kind: str) -> Callable[[Call], None]:
+    def set_attr(call: Call) -> None:
+        trial_id = call.id("trial_id")
+        key, value = call.text("key", ATTR_KEY_MAX_LENGTH), call.json("value")
+        current = json.loads(writable_trial(call, trial_id, f"{kind}_attrs"))
+        check_attrs_size("value", {**current, key: value})
+        getattr(call.storage, f"set_trial_{kind}_attr")(trial_id, key, value)
+
+    return set_attr
+
+
+def get_trial_id_from_study_id_trial_number(call: Call) -> int:
+    study_id, number = call.id("study_id"), call.id("trial_number")
+    return call.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def get_trial(call: Call) -> dict[str, Any]:
+    return _wire.trial_to_wire(call.storage.get_trial(call.id("trial_id")))
+
+
+def trials_wanted(call: Call) -> tuple[int, int, list[int]]:
+    """The study, the id the new trials are above, and the ids of the unfinished ones."""
+    study_id, after, ids = call.id("study_id"), call.id("after"), call.arg("ids")
+    if not isinstance(ids, list) or len(ids) > settings.HUB_STORAGE_MAX_IDS:
+        raise ConfigError("ids", f"must be a list of at most {settings.HUB_STORAGE_MAX_IDS} ids")
+    if any(type(i) is not int for i in ids):
+        raise ConfigError("ids", "must be integer ids")
+    return study_id, after, ids
+
+
+def read_trials(storage: DjangoStorage, wanted: tuple[int, int, list[int]]) -> dict[str, Any]:
+    trials, more = storage.get_trials_since(*wanted, settings.HUB_STORAGE_PAGE_SIZE)
+    return {"trials": [_wire.trial_to_wire(t) for t in trials], "more": more}
+
+
+def get_trials(call: Call) -> dict[str, Any]:
+    """Trials with an id above ``after`` (a page of them) and those of ``ids``."""
+    return read_trials(call.storage, trials_wanted(call))
+
+
+# Heartbeats
+
+
+def record_heartbeat(call: Call) -> None:
+    trial_id = call.id("trial_id")
+    writable_trial(call, trial_id)
+    Trial.objects.filter(pk=trial_id).update(heartbeat=timezone.now())
+
+
+def get_stale_trial_ids(call: Call) -> list[int]:
+    study_id, grace = call.id("study_id"), call.arg("grace_period")
+    if type(grace) is not int or not 1 <= grace <= MAX_GRACE_SECONDS:
+        raise ConfigError("grace_period", f"must be 1 to {MAX_GRACE_SECONDS} seconds")
+    call.storage.get_study_name_from_id(study_id)  # KeyError for an unknown study
+    stale = Trial.objects.filter(
+        study_id=study_id,
+        state=TrialState.RUNNING,
+        job_link__isnull=True,  # a job's trials are its watchdog's (studies/jobs/tasks.py)
+        heartbeat__lt=timezone.now() - timedelta(seconds=grace),
+    )
+    return list(stale.values_list("id", flat=True))
+
+
+# Writes that return nothing, to a trial the client made: it may send them with its next call.
+DEFERRABLE = {
+    "set_trial_param",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+}
+
+METHODS: dict[str, Callable[[Call], Any]] = {
+    "create_new_study": create_new_study,
+    "delete_study": delete_study,
+    "set_study_user_attr": set_study_attr("user"),
+    "set_study_system_attr": set_study_attr("system"),
+    "get_study_id_from_name": get_study_id_from_name,
+    "get_study_name_from_id": study_getter("get_study_name_from_id"),
+    "get_study_directions": get_study_directions,
+    "get_study_user_attrs": study_getter("get_study_user_attrs"),
+    "get_study_system_attrs": study_getter("get_study_system_attrs"),
+    "get_all_studies": get_all_studies,
+    "create_new_trial": create_new_trial,
+    "set_trial_param": set_trial_param,
+    "set_trial_state_values": set_trial_state_values,
+    "set_trial_intermediate_value": set_trial_intermediate_value,
+    "set_trial_user_attr": set_trial_attr("user"),
+    "set_trial_system_attr": set_trial_attr("system"),
+    "get_trial_id_from_study_id_trial_number": get_trial_id_from_study_id_trial_number,
+    "get_trial": get_trial,
+    "get_trials": get_trials,
+    "record_heartbeat": record_heartbeat,
+    "get_stale_trial_ids": get_stale_trial_ids,
+}
