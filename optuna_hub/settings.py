@@ -355,8 +355,9 @@ HUB_DELAY_SLEEP_MAX = envint("HUB_DELAY_SLEEP_MAX", "5")
 HUB_STORAGE_PAGE_SIZE = envint("HUB_STORAGE_PAGE_SIZE", "10000")
 # Unfinished trials a client may name in one read (the client names at most 1000).
 HUB_STORAGE_MAX_IDS = envint("HUB_STORAGE_MAX_IDS", "1000")
-# Writes a client may send ahead of one call (the client sends at most 100).
-HUB_STORAGE_MAX_PENDING = envint("HUB_STORAGE_MAX_PENDING", "1000")
+# Writes a client may send ahead of one call, all run while holding the write lock
+# (the client sends at most 100).
+HUB_STORAGE_MAX_PENDING = envint("HUB_STORAGE_MAX_PENDING", "100")
 # How long the first answer to a retried call (a new study or trial) is kept.
 HUB_STORAGE_IDEMPOTENCY_HOURS = envint("HUB_STORAGE_IDEMPOTENCY_HOURS", "24")
 # Intermediate values (reports) of one trial: each report rewrites them all.

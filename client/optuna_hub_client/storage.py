@@ -165,7 +165,7 @@ class HubStorage(BaseStorage, BaseHeartbeat):
         self._in_flight = 0  # requests not answered yet
 
     def __getstate__(self) -> dict[str, Any]:
-        self._flush()
+        self.flush()
         state = self.__dict__.copy()
         for name in self._cache_names:
             del state[name]
@@ -254,17 +254,13 @@ class HubStorage(BaseStorage, BaseHeartbeat):
                     self._synced = (study_id, time.monotonic())
         return answer
 
-    def _flush(self) -> None:
-        """Send the writes held back, with a call that changes nothing."""
+    def flush(self) -> None:
+        """Send the writes held back for the next request now, with a call that changes nothing."""
         with self._lock:
             if not self._pending:
                 return
             trial_id = self._pending[-1][1]["trial_id"]
         self._call("get_trial", trial_id=trial_id)
-
-    def flush(self) -> None:
-        """Send the writes held back for the next call now (a trial's end sends them anyway)."""
-        self._flush()
 
     # Studies
 
@@ -390,7 +386,7 @@ class HubStorage(BaseStorage, BaseHeartbeat):
 
     def _flush_quietly(self) -> None:
         try:
-            self._flush()
+            self.flush()
         except Exception as e:  # a timer's thread: nobody to raise it to
             _logger.warning(f"HubStorage: writes held back for the hub were not stored: {e}")
 

@@ -6,10 +6,10 @@ REST API (HUB_MAX_PARAMS, HUB_MAX_CHOICES, HUB_MAX_JSON_DEPTH,
 HUB_MAX_USER_ATTRS_BYTES, ...), so a careless or hostile client gets a 400
 naming the argument, and nothing it stores can break a read of the study.
 
-Rights are the REST API's: any token reads every study; a write needs
-``Study.can_edit``; a new study is the token user's. Trials of the hub's jobs
-are their workers' alone: remote clients read them but neither write them nor
-see them as stale.
+Rights are the REST API's: any token reads every study; a write needs what
+``Study.can_edit`` needs (``Study.owner_rights``); a new study is the token
+user's. Trials of the hub's jobs are their workers' alone: remote clients read
+them but neither write them nor see them as stale.
 """
 
 from __future__ import annotations
@@ -73,12 +73,10 @@ class Call:
         check_text(name, value)
         return value
 
-    def number(self, name: str, finite: bool = False) -> float:
+    def number(self, name: str) -> float:
         value = self.arg(name)
         if type(value) not in (int, float):
             raise ConfigError(name, "must be a number")
-        if finite and not math.isfinite(value):
-            raise ConfigError(name, "must be a finite number")
         return float(value)
 
     def json(self, name: str) -> Any:
@@ -87,25 +85,10 @@ class Call:
         return value
 
 
-# Rights
+# Rights: plain queries, since a trial's calls check rights several times and the
+# ORM's cost would be most of theirs.
 
-
-def check_owner(call: Call, name: str, owner_id: int | None) -> None:
-    user = call.user
-    if not (user.is_staff or owner_id == user.pk):
-        raise PermissionError(f"You may not change study {name!r}: it is not yours.")
-
-
-def writable_study(call: Call, study_id: int) -> Study:
-    """The study, if the caller may change it (KeyError, PermissionError naming it)."""
-    study = Study.objects.filter(pk=study_id).first()
-    if study is None:
-        raise KeyError(f"No study with study_id {study_id} exists.")
-    check_owner(call, study.name, study.owner_id)
-    return study
-
-
-STUDY_WRITE_QUERY = f"SELECT name, owner_id FROM {Study._meta.db_table} WHERE id = %s"
+STUDY_WRITE_QUERY = f"SELECT name, owner_id, {{column}} FROM {Study._meta.db_table} WHERE id = %s"
 
 TRIAL_WRITE_QUERY = (
     f"SELECT s.name, s.owner_id, j.job_id, t.{{column}} FROM {Trial._meta.db_table} t"
@@ -114,24 +97,34 @@ TRIAL_WRITE_QUERY = (
 )
 
 
-def check_study_writable(call: Call, study_id: int) -> None:
-    """writable_study in one plain query, for a call made once per trial."""
+def check_owner(call: Call, name: str, owner_id: int | None) -> None:
+    if not Study.owner_rights(call.user, owner_id):
+        raise PermissionError(f"You may not change study {name!r}: it is not yours.")
+
+
+def found_row(query: str, pk: int, missing: str) -> tuple[Any, ...]:
     with connection.cursor() as cursor:
-        cursor.execute(STUDY_WRITE_QUERY, [study_id])
+        cursor.execute(query, [pk])
         row = cursor.fetchone()
     if row is None:
-        raise KeyError(f"No study with study_id {study_id} exists.")
-    check_owner(call, *row)
+        raise KeyError(missing)
+    return row
+
+
+def writable_study(call: Call, study_id: int, column: str = "id") -> Any:
+    """Check that the caller may change the study; return its ``column`` as stored."""
+    query = STUDY_WRITE_QUERY.format(column=column)
+    name, owner_id, value = found_row(query, study_id, f"No study with study_id {study_id} exists.")
+    check_owner(call, name, owner_id)
+    return value
 
 
 def writable_trial(call: Call, trial_id: int, column: str = "id") -> Any:
     """Check that the caller may write to the trial; return its ``column`` as stored."""
-    with connection.cursor() as cursor:
-        cursor.execute(TRIAL_WRITE_QUERY.format(column=column), [trial_id])
-        row = cursor.fetchone()
-    if row is None:
-        raise KeyError(f"No trial with trial_id {trial_id} exists.")
-    name, owner_id, job_id, value = row
+    query = TRIAL_WRITE_QUERY.format(column=column)
+    name, owner_id, job_id, value = found_row(
+        query, trial_id, f"No trial with trial_id {trial_id} exists."
+    )
     check_owner(call, name, owner_id)
     if job_id is not None:
         raise PermissionError(
@@ -193,18 +186,9 @@ def create_new_study(call: Call) -> int:
 
 
 def delete_study(call: Call) -> None:
-    do_delete_study(writable_study(call, call.id("study_id")), call.user)
-
-
-def set_study_attr(kind: str) -> Callable[[Call], None]:
-    def set_attr(call: Call) -> None:
-        study_id = call.id("study_id")
-        key, value = call.text("key", ATTR_KEY_MAX_LENGTH), call.json("value")
-        current = getattr(writable_study(call, study_id), f"{kind}_attrs")
-        check_attrs_size("value", {**current, key: value})
-        getattr(call.storage, f"set_study_{kind}_attr")(study_id, key, value)
-
-    return set_attr
+    study_id = call.id("study_id")
+    writable_study(call, study_id)
+    do_delete_study(Study.objects.get(pk=study_id), call.user)
 
 
 def study_getter(name: str) -> Callable[[Call], Any]:
@@ -267,7 +251,7 @@ def template_from_args(call: Call) -> Any:
 def create_new_trial(call: Call) -> dict[str, Any]:
     study_id = call.id("study_id")
     template = template_from_args(call)
-    check_study_writable(call, study_id)
+    writable_study(call, study_id)
     trial_id = call.storage.create_new_trial(study_id, template_trial=template)
     return _wire.trial_to_wire(call.storage.get_trial(trial_id))
 
@@ -317,13 +301,16 @@ def set_trial_intermediate_value(call: Call) -> None:
     call.storage.set_trial_intermediate_value(trial_id, step, value)
 
 
-def set_trial_attr(kind: str) -> Callable[[Call], None]:
+def attr_setter(target: str, kind: str) -> Callable[[Call], None]:
+    """set_{target}_{kind}_attr, for a study or a trial, user or system attributes."""
+    writable = writable_study if target == "study" else writable_trial
+
     def set_attr(call: Call) -> None:
-        trial_id = call.id("trial_id")
+        target_id = call.id(f"{target}_id")
         key, value = call.text("key", ATTR_KEY_MAX_LENGTH), call.json("value")
-        current = json.loads(writable_trial(call, trial_id, f"{kind}_attrs"))
+        current = json.loads(writable(call, target_id, f"{kind}_attrs"))
         check_attrs_size("value", {**current, key: value})
-        getattr(call.storage, f"set_trial_{kind}_attr")(trial_id, key, value)
+        getattr(call.storage, f"set_{target}_{kind}_attr")(target_id, key, value)
 
     return set_attr
 
@@ -391,8 +378,8 @@ DEFERRABLE = {
 METHODS: dict[str, Callable[[Call], Any]] = {
     "create_new_study": create_new_study,
     "delete_study": delete_study,
-    "set_study_user_attr": set_study_attr("user"),
-    "set_study_system_attr": set_study_attr("system"),
+    "set_study_user_attr": attr_setter("study", "user"),
+    "set_study_system_attr": attr_setter("study", "system"),
     "get_study_id_from_name": get_study_id_from_name,
     "get_study_name_from_id": study_getter("get_study_name_from_id"),
     "get_study_directions": get_study_directions,
@@ -403,8 +390,8 @@ METHODS: dict[str, Callable[[Call], Any]] = {
     "set_trial_param": set_trial_param,
     "set_trial_state_values": set_trial_state_values,
     "set_trial_intermediate_value": set_trial_intermediate_value,
-    "set_trial_user_attr": set_trial_attr("user"),
-    "set_trial_system_attr": set_trial_attr("system"),
+    "set_trial_user_attr": attr_setter("trial", "user"),
+    "set_trial_system_attr": attr_setter("trial", "system"),
     "get_trial_id_from_study_id_trial_number": get_trial_id_from_study_id_trial_number,
     "get_trial": get_trial,
     "get_trials": get_trials,

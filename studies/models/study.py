@@ -74,7 +74,12 @@ class Study(models.Model):
         return len(self.directions) > 1
 
     def can_edit(self, user: Any) -> bool:
-        return bool(user.is_authenticated and (user.is_staff or self.owner_id == user.pk))
+        return Study.owner_rights(user, self.owner_id)
+
+    @staticmethod
+    def owner_rights(user: Any, owner_id: int | None) -> bool:
+        """Whether ``user`` may change a study ``owner_id`` owns (can_edit without the row)."""
+        return bool(user.is_authenticated and (user.is_staff or owner_id == user.pk))
 
     def trial_counts(self) -> dict[str, int]:
         """Trials per state name, zeros included (from ``with_trial_counts`` when annotated)."""
