@@ -18,7 +18,14 @@ class StudyAdmin(admin.ModelAdmin):
     raw_id_fields = ("owner",)
     readonly_fields = ("directions", "user_attrs", "system_attrs", "param_distributions")
 
-    @admin.display(description="page")
+    def save_model(self, request, obj: Study, form, change: bool) -> None:
+        # Only what the form changed: the trial summary and Optuna's attributes
+        # move while trials run, and saving the whole row would put old values back.
+        if change:
+            obj.save(update_fields=[*form.changed_data, "updated_at"])
+        else:
+            obj.save()
+
     def delete_model(self, request, obj: Study) -> None:
         do_delete_study(obj, request.user)
 
@@ -26,6 +33,7 @@ class StudyAdmin(admin.ModelAdmin):
         for study in queryset:
             do_delete_study(study, request.user)
 
+    @admin.display(description="page")
     def page_link(self, obj: Study) -> str:
         return format_html('<a href="{}">open</a>', obj.get_absolute_url())
 
@@ -41,6 +49,10 @@ class TrialAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # As in Optuna, a trial goes only with its study (the study's counts stay true).
         return False
 
     @admin.display(description="page")

@@ -18,7 +18,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from studies.models import Trial
+from studies.models import Study, Trial
 from studies.storage import DjangoStorage, sqlite
 from tests.conftest import BASE_DIR, subprocess_env
 
@@ -86,6 +86,7 @@ def test_odd_values_round_trip_exactly_as_optuna_keeps_them(db):
         source._storage.set_trial_intermediate_value(trial._trial_id, i + 100, -value)
         trial.set_user_attr("value", value)
         trial.set_user_attr("nested", {"list": [value, None, "x"]})
+        trial.set_user_attr("big", 2**70 + i)  # past 64 bits: orjson hands it to json
         if math.isnan(value):
             source.tell(trial, state=TrialState.FAIL)
         else:
@@ -106,6 +107,7 @@ def test_odd_values_round_trip_exactly_as_optuna_keeps_them(db):
     assert comparable(fresh[0])["user_attrs"] == {
         "value": math.inf,
         "nested": {"list": [math.inf, None, "x"]},
+        "big": 2**70,
     }
     assert math.isnan(copied.user_attrs["limits"]["nan"])
     assert copied.user_attrs["limits"]["inf"] == math.inf
@@ -179,13 +181,85 @@ def test_names_clash_as_in_optuna(db):
         optuna.create_study(study_name="taken", storage=DjangoStorage())
 
 
+def summary(study: optuna.Study) -> tuple[Any, ...]:
+    row = Study.objects.get(pk=study._study_id)
+    return row.trial_counts(), row.n_trials, row.best_value, row.last_activity
+
+
+def test_the_study_row_keeps_counts_and_best_value_through_every_kind_of_write(db):
+    study = optuna.create_study(study_name="kept", storage=DjangoStorage(), direction="maximize")
+    row = Study.objects.get(pk=study._study_id)
+    study.enqueue_trial({"x": 0.5})
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)  # the waiting one runs first
+    running = study.ask()
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    study.tell(study.ask(), state=TrialState.FAIL)
+    study.add_trial(optuna.trial.create_trial(value=7.0, params={}, distributions={}))
+    study.enqueue_trial({"x": 0.1})
+
+    counts, n_trials, best, last = summary(study)
+    assert counts == row.trials.counts_by_state()
+    assert counts == {"RUNNING": 1, "COMPLETE": 4, "PRUNED": 1, "FAIL": 1, "WAITING": 1}
+    assert n_trials == 8 and best == 7.0 == study.best_value
+    assert last >= timezone.now() - timedelta(minutes=1)
+    study.tell(running, 9.5)
+    assert summary(study)[0]["RUNNING"] == 0 and summary(study)[2] == 9.5
+    # A finished trial takes no second state: nothing may be counted twice.
+    with pytest.raises(ValueError, match="Cannot tell a COMPLETE trial"):
+        study.tell(running, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        study._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
+    assert summary(study)[0] == Study.objects.get(pk=row.pk).trials.counts_by_state()
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_best_trial_and_counts_are_optunas_from_one_indexed_query(db, direction):
+    storage = DjangoStorage()
+    study = optuna.create_study(study_name="best", storage=storage, direction=direction)
+    with pytest.raises(ValueError, match="No trials are completed yet"):
+        storage.get_best_trial(study._study_id)
+    for value in [3.0, -1.0, math.inf, -1.0, 2.0, -math.inf, 5.0]:
+        study.add_trial(optuna.trial.create_trial(value=value))
+    study.tell(study.ask(), state=TrialState.FAIL)
+    study.ask()
+    fresh = DjangoStorage()
+    with CaptureQueriesContext(connection) as queries:
+        best = fresh.get_best_trial(study._study_id)
+    assert len(queries) <= 3 and not fresh._studies  # no pass over all trials
+    # Optuna's own rule, over every trial: the first of the best values.
+    assert best == optuna.storages.BaseStorage.get_best_trial(fresh, study._study_id)
+    assert best.number == (5 if direction == "minimize" else 2)
+    for state in [None, TrialState.COMPLETE, (TrialState.RUNNING, TrialState.FAIL), ()]:
+        expected = optuna.storages.BaseStorage.get_n_trials(fresh, study._study_id, state)
+        assert fresh.get_n_trials(study._study_id, state) == expected
+    with pytest.raises(KeyError):
+        fresh.get_n_trials(study._study_id + 1)
+
+
+def test_best_trial_is_for_one_objective_only(db):
+    study = optuna.create_study(storage=DjangoStorage(), directions=["minimize", "maximize"])
+    study.add_trial(optuna.trial.create_trial(values=[1.0, 2.0]))
+    with pytest.raises(RuntimeError, match="single-objective"):
+        study._storage.get_best_trial(study._study_id)
+    assert Study.objects.get(pk=study._study_id).best_value is None
+
+
 WORKER = """
 import django, optuna, sys
 django.setup()
 from studies.storage import DjangoStorage
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+def objective(trial):
+    x = trial.suggest_float("x", -1, 1)
+    if x > 0.8:
+        raise optuna.TrialPruned()
+    if x < -0.8:
+        raise ValueError("fails on purpose")
+    return x ** 2
+
 study = optuna.load_study(study_name="race", storage=DjangoStorage())
-study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=int(sys.argv[1]))
+study.optimize(objective, n_trials=int(sys.argv[1]), catch=(ValueError,))
 """
 
 
@@ -201,8 +275,14 @@ def test_four_processes_number_two_hundred_trials_exactly_once(transactional_db)
 
     trials = study.get_trials()
     assert sorted(t.number for t in trials) == list(range(200))
-    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(t.state.is_finished() for t in trials)
     assert Trial.objects.filter(study__name="race").count() == 200
+    # The summary the storage keeps on the study row added up under the race.
+    row = Study.objects.get(name="race")
+    assert row.trial_counts() == row.trials.counts_by_state()
+    assert {"COMPLETE", "PRUNED", "FAIL"} <= {s for s, n in row.trial_counts().items() if n}
+    assert row.n_trials == 200
+    assert row.best_value == study.best_value
 
 
 def test_the_first_writes_of_many_threads_at_once_all_succeed(transactional_db):

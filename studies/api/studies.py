@@ -73,10 +73,7 @@ class StudyViewSet(
     def get_queryset(self) -> Any:
         if self.action in ("ask", "enqueue"):
             return Study.objects.all()  # the hot path: nothing here shows the owner
-        studies = Study.objects.select_related("owner")
-        # Counting a study's trials reads all of them: only where the answer shows them.
-        # (A single study's counts come from one grouped query on the (study, state) index.)
-        return studies.with_trial_counts() if self.action == "list" else studies
+        return Study.objects.select_related("owner")
 
     def get_serializer_class(self) -> type[serializers.Serializer]:
         return StudySerializer if self.action == "list" else StudyDetailSerializer

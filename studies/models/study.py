@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from optuna.study._multi_objective import _is_pareto_front
 from optuna.trial import TrialState
@@ -16,21 +17,17 @@ if TYPE_CHECKING:
 
 
 class StudyQuerySet(models.QuerySet["Study"]):
-    def with_trial_counts(self) -> StudyQuerySet:
-        """Annotate each study's counts by state, which ``Study.trial_counts`` then reads."""
-        counts = {
-            f"n_{state.name.lower()}": models.Count("trials", filter=models.Q(trials__state=state))
-            for state in TrialState
-        }
-        return self.annotate(**counts)
-
-    def with_best_values(self) -> StudyQuerySet:
-        """Annotate the lowest and highest complete value, which ``Study.best_value`` reads."""
-        complete = models.Q(trials__state=TrialState.COMPLETE)
-        return self.annotate(
-            best_low=models.Min("trials__value", filter=complete),
-            best_high=models.Max("trials__value", filter=complete),
-        )
+    def recount(self) -> None:
+        """Set the trial summary columns from the trials (for rows written around the storage)."""
+        for study in self:
+            fields = {f"n_{name.lower()}": n for name, n in study.trials.counts_by_state().items()}
+            fields["n_trials"] = sum(fields.values())
+            if len(study.directions) == 1:
+                fields["best_value"] = study.trials.best_value(study.directions[0])
+            fields["last_activity"] = study.trials.aggregate(
+                last=models.Max(Coalesce("datetime_complete", "datetime_start"))
+            )["last"]
+            Study.objects.filter(pk=study.pk).update(**fields)
 
 
 class Study(models.Model):
@@ -54,6 +51,17 @@ class Study(models.Model):
     pruner = JSONTextField(default=dict, blank=True)
     search_space = JSONTextField(default=dict, blank=True)
     objective = models.CharField(max_length=200, blank=True, default="")
+    # A summary of the trials, kept by DjangoStorage in the transaction that adds
+    # a trial or changes its state, so that lists never read the trials: counts
+    # by state, the best first value (single objective) and the last change.
+    n_trials = models.PositiveIntegerField(default=0, editable=False)
+    n_running = models.PositiveIntegerField(default=0, editable=False)
+    n_waiting = models.PositiveIntegerField(default=0, editable=False)
+    n_complete = models.PositiveIntegerField(default=0, editable=False)
+    n_pruned = models.PositiveIntegerField(default=0, editable=False)
+    n_fail = models.PositiveIntegerField(default=0, editable=False)
+    best_value = models.FloatField(null=True, blank=True, editable=False)
+    last_activity = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -82,18 +90,8 @@ class Study(models.Model):
         return bool(user.is_authenticated and (user.is_staff or owner_id == user.pk))
 
     def trial_counts(self) -> dict[str, int]:
-        """Trials per state name, zeros included (from ``with_trial_counts`` when annotated)."""
-        if hasattr(self, "n_complete"):
-            return {state.name: getattr(self, f"n_{state.name.lower()}") for state in TrialState}
-        return self.trials.counts_by_state()
-
-    def best_value(self) -> float | None:
-        """The best first value of a single-objective study (from ``with_best_values``)."""
-        if self.is_multi_objective or not self.directions:
-            return None
-        if hasattr(self, "best_low"):
-            return self.best_high if self.directions[0] == "maximize" else self.best_low
-        return self.trials.best_value(self.directions[0])
+        """Trials per state name, zeros included."""
+        return {state.name: getattr(self, f"n_{state.name.lower()}") for state in TrialState}
 
     def best_trial(self) -> Trial | None:
         """The best complete trial of a single-objective study, as Optuna's ``best_trial``."""

@@ -65,6 +65,8 @@ class Trial(models.Model):
     datetime_start = models.DateTimeField(null=True, blank=True)
     datetime_complete = models.DateTimeField(null=True, blank=True)
     heartbeat = models.DateTimeField(null=True, blank=True)
+    # Seconds from start to complete, kept by the storage: the trials table sorts by it.
+    elapsed = models.FloatField(null=True, blank=True, editable=False)
 
     objects = TrialQuerySet.as_manager()
 
@@ -73,7 +75,11 @@ class Trial(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["study", "number"], name="unique_trial_number"),
         ]
-        indexes = [models.Index(fields=["study", "state"])]
+        indexes = [
+            # Counts by state, and the best trial as the first entry of a range.
+            models.Index(fields=["study", "state", "value", "number"]),
+            models.Index(fields=["study", "elapsed", "number"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.study.name} #{self.number}"

@@ -6,7 +6,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from studies.storage.codec import decode_row, frozen_trial_from_row
+from studies.storage.codec import frozen_trial, gc_paused
 
 
 class StudyTrials:
@@ -21,22 +21,23 @@ class StudyTrials:
     def merge(self, raw_rows: list[tuple[Any, ...]]) -> None:
         """Take in rows as read; an unfinished trial whose row is unchanged is kept as is."""
         out_of_order = False
-        for raw in raw_rows:
-            trial_id = raw[0]
-            if self.unfinished.get(trial_id) == raw:
-                continue  # a running trial nothing was written to since
-            trial = frozen_trial_from_row(*decode_row(raw))
-            if trial_id in self.position:
-                self.trials[self.position[trial_id]] = trial
-            else:
-                out_of_order |= bool(self.trials) and trial.number < self.trials[-1].number
-                self.position[trial_id] = len(self.trials)
-                self.trials.append(trial)
-                self.last_id = max(self.last_id, trial_id)
-            if trial.state.is_finished():
-                self.unfinished.pop(trial_id, None)
-            else:
-                self.unfinished[trial_id] = raw
+        with gc_paused():
+            for raw in raw_rows:
+                trial_id = raw[0]
+                if self.unfinished.get(trial_id) == raw:
+                    continue  # a running trial nothing was written to since
+                trial = frozen_trial(raw)
+                if trial_id in self.position:
+                    self.trials[self.position[trial_id]] = trial
+                else:
+                    out_of_order |= bool(self.trials) and trial.number < self.trials[-1].number
+                    self.position[trial_id] = len(self.trials)
+                    self.trials.append(trial)
+                    self.last_id = max(self.last_id, trial_id)
+                if trial.state.is_finished():
+                    self.unfinished.pop(trial_id, None)
+                else:
+                    self.unfinished[trial_id] = raw
         if out_of_order:
             self.trials.sort(key=lambda t: t.number)
             self.position = {t._trial_id: i for i, t in enumerate(self.trials)}

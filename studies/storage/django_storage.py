@@ -22,11 +22,10 @@ import functools
 import json
 import threading
 import uuid
-from collections.abc import Callable, Container, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Container, Sequence
+from datetime import datetime
 from typing import Any
 
-import optuna
 from django.db import IntegrityError, connections
 from django.utils import timezone
 from optuna.distributions import (
@@ -37,7 +36,6 @@ from optuna.distributions import (
 from optuna.exceptions import DuplicatedStudyError
 from optuna.storages import BaseStorage
 from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
@@ -50,17 +48,18 @@ from studies.storage.codec import (
     STUDY_TABLE,
     TRIAL_COLUMNS,
     TRIAL_TABLE,
-    decode_row,
-    frozen_trial_from_row,
+    frozen_trial,
+    gc_paused,
     quote,
     to_aware,
+    to_utc,
 )
+from studies.storage.heartbeat import RowHeartbeat, StaleTrialCallback
 from studies.storage.sqlite import write_transaction
+from studies.storage.summary import SummaryReads, summary_update
 
-StaleTrialCallback = Callable[["optuna.Study", FrozenTrial], None]
 
-
-class DjangoStorage(BaseStorage, BaseHeartbeat):
+class DjangoStorage(SummaryReads, BaseStorage, RowHeartbeat):
     """An Optuna storage whose rows are the hub's Study and Trial models.
 
     ``heartbeat_interval``, ``grace_period`` and ``heartbeat_stale_trial_callback``
@@ -213,6 +212,11 @@ class DjangoStorage(BaseStorage, BaseHeartbeat):
     def _adapt_datetime(self, dt: datetime | None) -> Any:
         return connections[self.using].ops.adapt_datetimefield_value(dt)
 
+    def _summary_update(self, study_id: int, *change: Any) -> tuple[str, list[Any]]:
+        """The statement that keeps the study's trial summary true (``summary_update``)."""
+        now = self._adapt_datetime(timezone.now())
+        return summary_update(study_id, *change, self.get_study_directions(study_id), now)
+
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         empty: dict[str, Any] = {}
         row: dict[str, Any] = {
@@ -240,6 +244,8 @@ class DjangoStorage(BaseStorage, BaseHeartbeat):
                 "datetime_start": to_aware(t.datetime_start),
                 "datetime_complete": to_aware(t.datetime_complete),
             }
+            if t.datetime_start and t.datetime_complete:
+                row["elapsed"] = (t.datetime_complete - t.datetime_start).total_seconds()
             self._register_distributions(study_id, row["distributions"])
         columns = ["study_id", "number", *NEW_TRIAL_COLUMNS]
         values = [self._encode(name, row.get(name)) for name in NEW_TRIAL_COLUMNS]
@@ -261,6 +267,7 @@ class DjangoStorage(BaseStorage, BaseHeartbeat):
                 "RETURNING id",
                 [study_id, number, *values],
             )[0]
+            self._execute(*self._summary_update(study_id, None, row["state"], row.get("value")))
         return trial_id
 
     def _encode(self, column: str, value: Any) -> Any:
@@ -334,24 +341,30 @@ class DjangoStorage(BaseStorage, BaseHeartbeat):
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
         with write_transaction(self.using):
-            (current,) = self._locked_trial(trial_id)
+            current, study_id, started = self._locked_trial(trial_id, "study_id", "datetime_start")
             if state == TrialState.RUNNING and current != TrialState.WAITING:
                 return False
+            now = timezone.now()
             update: dict[str, Any] = {"state": state}
             if values is not None:
                 update["values"] = [float(v) for v in values]
                 update["value"] = first_value(update["values"])
             if state == TrialState.RUNNING:
-                update["datetime_start"] = timezone.now()
+                update["datetime_start"] = now
             if state.is_finished():
-                update["datetime_complete"] = timezone.now()
+                update["datetime_complete"] = now
+                started = to_utc(started)
+                update["elapsed"] = None if started is None else (now - started).total_seconds()
             assignments = ", ".join(f"{quote([name])} = %s" for name in update)
             (row,) = self._rows(
                 f"UPDATE {TRIAL_TABLE} SET {assignments} WHERE id = %s RETURNING {TRIAL_COLUMNS}",
                 [*(self._encode(k, v) for k, v in update.items()), trial_id],
             )
+            if state != current:
+                old = TrialState(current)
+                self._execute(*self._summary_update(study_id, old, state, update.get("value")))
         if state.is_finished():
-            self._remember_finished(frozen_trial_from_row(*decode_row(row)))
+            self._remember_finished(frozen_trial(row))
         return True
 
     def _remember_finished(self, trial: FrozenTrial) -> None:
@@ -415,7 +428,7 @@ class DjangoStorage(BaseStorage, BaseHeartbeat):
         found = self._rows(f"SELECT {TRIAL_COLUMNS} FROM {TRIAL_TABLE} WHERE id = %s", [trial_id])
         if not found:
             raise KeyError(f"No trial with trial_id {trial_id} exists.")
-        return frozen_trial_from_row(*decode_row(found[0]))
+        return frozen_trial(found[0])
 
     def get_all_trials(
         self,
@@ -436,11 +449,12 @@ class DjangoStorage(BaseStorage, BaseHeartbeat):
             elif unfinished:
                 condition += f" OR id IN ({', '.join(['%s'] * len(unfinished))})"
                 params += unfinished
-            rows = self._rows(
-                f"SELECT {TRIAL_COLUMNS} FROM {TRIAL_TABLE} "
-                f"WHERE study_id = %s AND ({condition}) ORDER BY number",
-                [study_id, *params],
-            )
+            with gc_paused():
+                rows = self._rows(
+                    f"SELECT {TRIAL_COLUMNS} FROM {TRIAL_TABLE} "
+                    f"WHERE study_id = %s AND ({condition}) ORDER BY number",
+                    [study_id, *params],
+                )
             cached.merge(rows)
             trials = cached.trials
             if states is not None:
@@ -456,32 +470,6 @@ class DjangoStorage(BaseStorage, BaseHeartbeat):
         self.get_all_trials(study_id, deepcopy=False)  # up to date, or KeyError
         with self._lock:
             return self._studies[study_id].since(after, ids, limit)
-
-    # Heartbeats
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        self._trial_rows.filter(pk=trial_id).update(heartbeat=timezone.now())
-        if threading.current_thread() is not threading.main_thread():
-            # Optuna beats from a short-lived thread per trial: don't leave one
-            # database connection behind for every trial.
-            connections[self.using].close()
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        assert self.heartbeat_interval is not None
-        grace = self.grace_period or 2 * self.heartbeat_interval
-        return list(
-            self._trial_rows.filter(
-                study_id=study_id,
-                state=TrialState.RUNNING,
-                heartbeat__lt=timezone.now() - timedelta(seconds=grace),
-            ).values_list("id", flat=True)
-        )
-
-    def get_heartbeat_interval(self) -> int | None:
-        return self.heartbeat_interval
-
-    def get_heartbeat_stale_trial_callback(self) -> StaleTrialCallback | None:
-        return self.heartbeat_stale_trial_callback
 
 
 @functools.cache

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 from studies import charts
 from studies.models import Study
 from studies.views.studies import study_rows
-from studies.views.study_page import counted_study
+from studies.views.study_page import study_or_404
 
 COMPARE_CANDIDATES = 200
 
@@ -21,7 +21,7 @@ COMPARE_CANDIDATES = 200
 @login_required
 @require_GET
 def chart(request: HttpRequest, pk: int, name: str) -> HttpResponse:
-    study = counted_study(pk)
+    study = study_or_404(pk)
     options: dict[str, Any] = {}
     try:
         if request.GET.get("objective"):

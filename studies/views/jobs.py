@@ -18,7 +18,7 @@ from studies.forms import parse_number
 from studies.jobs.base import TooManyJobs
 from studies.models import Job
 from studies.views.common import edit_denied
-from studies.views.study_page import counted_study, study_page_context
+from studies.views.study_page import study_or_404, study_page_context
 
 RUN_FIELDS = ("n_trials", "timeout", "concurrency", "target", "patience")
 # The form's inputs that are stopping rules (stop_when) rather than options.
@@ -62,7 +62,7 @@ def run_errors(error: ConfigError) -> dict[str, str]:
 @login_required
 @require_POST
 def study_run(request: HttpRequest, pk: int) -> HttpResponse:
-    study = counted_study(pk)
+    study = study_or_404(pk)
     if denied := edit_denied(request, study):
         return denied
     values = {key: request.POST.get(key, "").strip() for key in RUN_FIELDS}

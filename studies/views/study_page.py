@@ -13,7 +13,7 @@ import plotly
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db.models import DurationField, ExpressionWrapper, F
+from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
@@ -33,9 +33,9 @@ STATE_NAMES = [state.name for state in TrialState]
 TEMPLATE_ONLY = ("segments", "created_at", "best")
 
 
-def counted_study(pk: int) -> Study:
-    """The study with its counts by state (``Study.trial_counts`` reads them), or 404."""
-    return get_object_or_404(Study.objects.with_trial_counts().select_related("owner"), pk=pk)
+def study_or_404(pk: int) -> Study:
+    """The study (its counts by state are columns of its row), or 404."""
+    return get_object_or_404(Study.objects.select_related("owner"), pk=pk)
 
 
 # The summary
@@ -99,11 +99,6 @@ def trials_table(request: HttpRequest, study: Study) -> dict[str, Any]:
         trials = trials.filter(state=TrialState[state])
     else:
         state = ""
-    if "duration" in sort:
-        elapsed = ExpressionWrapper(
-            F("datetime_complete") - F("datetime_start"), output_field=DurationField()
-        )
-        trials = trials.annotate(elapsed=elapsed)
     trials = trials.order_by(*TRIAL_SORTS[sort])
     page = Paginator(trials, TRIALS_PER_PAGE).get_page(request.GET.get("page"))
     names = charts.param_names(study)
@@ -203,7 +198,7 @@ def job_view(job: Job) -> dict[str, Any]:
 
 
 def study_page_context(request: HttpRequest, study: Study) -> dict[str, Any]:
-    """Everything the study page shows; ``study`` comes from ``counted_study``."""
+    """Everything the study page shows; ``study`` comes from ``study_or_404``."""
     sig = charts.study_signature(study)
     jobs = jobs_context(request, study)
     return {
@@ -234,7 +229,7 @@ def is_active(study: Study, jobs: dict[str, Any]) -> bool:
 @login_required
 @require_GET
 def study_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    study = counted_study(pk)
+    study = study_or_404(pk)
     return render(request, "studies/study_detail.html", study_page_context(request, study))
 
 
@@ -250,7 +245,7 @@ def study_trials(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def study_status(request: HttpRequest, pk: int) -> JsonResponse:
     """What the study page polls: the signature, counts, best trial and jobs."""
-    study = counted_study(pk)
+    study = study_or_404(pk)
     sig = charts.study_signature(study)
     counts = study.trial_counts()
     jobs = jobs_context(request, study)
