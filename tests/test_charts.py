@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,8 @@ SPACE = {
 DTYPES = {"f8": "<f8", "f4": "<f4", "i1": "i1", "i2": "<i2", "i4": "<i4", "u1": "u1", "u2": "<u2"}
 
 
+# The entry file of the hub's plotly.js bundle: it registers only these trace types.
+BUNDLE_ENTRY = Path(__file__).resolve().parent.parent / "studies/vendor/plotly/index.js"
 @pytest.fixture(autouse=True)
 def fresh_chart_caches() -> None:
     # Test databases reuse ids after each rollback; a real hub never does.
@@ -130,6 +134,22 @@ def test_each_chart_draws_the_trials_of_a_small_study(logged_in, alice):
 def test_a_study_without_trials_gets_empty_states_not_errors(logged_in, alice):
     study = make_study(alice)
     for name, _title in charts.charts_for(study):
+def test_the_hubs_plotly_js_bundles_every_trace_type_the_charts_draw(logged_in, alice):
+    entry = BUNDLE_ENTRY.read_text()
+    bundled = set(re.findall(r"require\('plotly\.js/(?:lib|src/traces)/(\w+)", entry)) - {"core"}
+    studies = [make_study(alice, d, name=str(d)) for d in [("minimize",), ("minimize", "maximize")]]
+    bodies = []
+    for study in studies:
+        run_trials(study, 30)
+        bodies += [get_chart(logged_in, study, name) for name, _ in charts.charts_for(study)]
+    for pair in [("booster", "x"), ("lr", "x")]:  # a heatmap, a contour
+        bodies.append(get_chart(logged_in, studies[0], "contour", x=pair[0], y=pair[1]))
+    bodies.append(json.loads(charts.compare_chart(studies).to_json()))
+    drawn = {trace["type"] for body in bodies if body["figure"] for trace in body["figure"]["data"]}
+    # A type missing from the bundle draws an empty chart; one no chart draws is dead weight.
+    assert drawn == bundled == {"scatter", "bar", "contour", "heatmap", "parcoords"}
+
+
         body = get_chart(logged_in, study, name)
         assert body["figure"] is None and body["empty"], name
 

@@ -167,6 +167,10 @@ def test_a_user_creates_runs_and_explores_a_study_in_the_browser(
         timeout=30_000,
     )
     assert points.count() == complete
+    # Parallel coordinates draw with WebGL: under the pages' CSP (no 'unsafe-eval') only
+    # because the hub's plotly.js bundles their precompiled programs.
+    page.locator("#chart-parallel").scroll_into_view_if_needed()
+    page.locator("#chart-parallel .parcoords .axis").first.wait_for()
     page.wait_for_function(
         "n => document.querySelector('#summary [data-count=ALL]').textContent.trim() === n",
         arg=str(study.trials.count()),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -14,6 +13,7 @@ import pytest
 from django.core.cache import cache
 from django.urls import reverse
 from optuna.trial import TrialState
+from plotly.offline import get_plotlyjs_version
 
 from studies import charts
 from studies.actions import do_start_job
@@ -23,6 +23,7 @@ from studies.config.study import clean_study_config
 from studies.models import Job, JobTrial, Study
 from studies.storage import optuna_study_for
 from studies.templatetags.hub import fmt_duration, fmt_value
+from studies.views.assets import PLOTLY_BUNDLE, plotly_version
 
 SPACE = {
     "booster": {"type": "categorical", "choices": ["gbtree", "dart"]},
@@ -498,7 +499,7 @@ def test_the_study_page_shows_summary_best_trial_charts_and_trials(logged_in, al
     assert "pareto" not in [name for name, _ in response.context["charts"]]
     assert reverse("api-study-trials-csv", args=[study.pk]) in html
     assert reverse("api-study-trials-json", args=[study.pk]) in html
-    assert reverse("studies:plotly_js", args=[plotly.__version__]) in html
+    assert reverse("studies:plotly_js", args=[plotly_version()]) in html
     assert len(response.context["table"]["rows"]) == 12
     assert "rate_drop" in html  # conditional parameter column
     assert "booster ∈ {dart}" in html  # the condition in the configuration
@@ -636,17 +637,24 @@ def test_the_compare_page_overlays_the_histories_of_the_chosen_studies(logged_in
 # plotly.js and the admin
 
 
-def test_plotly_js_is_served_from_the_installed_package(client):
-    url = reverse("studies:plotly_js", args=[plotly.__version__])
-    package_file = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+def test_plotly_js_is_the_hubs_partial_bundle_behind_a_url_naming_its_digest(client):
+    url = reverse("studies:plotly_js", args=[plotly_version()])
     plain = client.get(url)
     assert plain.status_code == 200
-    assert plain.content == package_file.read_bytes()
+    assert plain.content == PLOTLY_BUNDLE.read_bytes()
     assert "immutable" in plain["Cache-Control"]
     packed = client.get(url, HTTP_ACCEPT_ENCODING="gzip, br")
     assert packed["Content-Encoding"] == "gzip"
-    assert gzip.decompress(packed.content) == package_file.read_bytes()
+    assert gzip.decompress(packed.content) == PLOTLY_BUNDLE.read_bytes()
+    # The URL of the full bundle served before, still cached by browsers for a year.
+    assert client.get(reverse("studies:plotly_js", args=[plotly.__version__])).status_code == 404
     assert client.get(reverse("studies:plotly_js", args=["0.0.1"])).status_code == 404
+
+
+def test_the_bundle_is_the_plotly_js_the_plotly_package_writes_figures_for():
+    header = PLOTLY_BUNDLE.read_text()[:200]
+    assert f"plotly.js v{get_plotlyjs_version()}," in header
+    assert "Licensed under the MIT license" in header
 
 
 def test_the_admin_links_to_the_pages_and_the_pages_link_to_the_admin_for_staff(

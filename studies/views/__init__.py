@@ -19,6 +19,6 @@ The map of pages, by module:
 - ``jobs.py``: the run form (starts a job) and cancelling a job;
 - ``charts.py``: one chart's JSON, and the page comparing studies;
 - ``tokens.py``: the user's API tokens (create, list, revoke);
-- ``assets.py``: plotly.js from the installed plotly package;
+- ``assets.py``: the hub's plotly.js bundle (``studies/vendor/``) and the client wheel;
 - ``common.py``: what several pages share (the "only the owner" page).
 """

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import plotly
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -12,6 +11,7 @@ from django.views.decorators.http import require_GET
 
 from studies import charts
 from studies.models import Study
+from studies.views.assets import plotly_version
 from studies.views.studies import study_rows
 from studies.views.study_page import study_or_404
 
@@ -70,6 +70,6 @@ def compare(request: HttpRequest) -> HttpResponse:
             "candidates": candidates,
             "figure": figure,
             "missing": missing,
-            "plotly_version": plotly.__version__,
+            "plotly_version": plotly_version(),
         },
     )

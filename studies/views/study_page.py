@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-import plotly
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.paginator import Paginator
@@ -23,6 +22,7 @@ from optuna.trial import TrialState
 from studies import charts
 from studies.api.serializers import JobSerializer
 from studies.models import Job, Study
+from studies.views.assets import plotly_version
 from studies.views.common import objective_labels
 
 TRIALS_PER_PAGE = 50
@@ -216,7 +216,7 @@ def study_page_context(request: HttpRequest, study: Study) -> dict[str, Any]:
         "sampler": study.sampler or {},
         "pruner": study.pruner or {},
         "run_form": {"n_trials": 100, "timeout": "", "concurrency": 1},
-        "plotly_version": plotly.__version__,
+        "plotly_version": plotly_version(),
         "run_errors": {},
     }
 

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-import plotly
 import plotly.graph_objects as go
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -18,6 +17,7 @@ from optuna.trial import TrialState
 
 from studies import charts
 from studies.models import Study, Trial, parse_distribution
+from studies.views.assets import plotly_version
 from studies.views.common import objective_labels
 
 MAX_CURVE_POINTS = 5000
@@ -48,7 +48,7 @@ def trial_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "previous_url": reverse("studies:trial", args=[previous["pk"]]) if previous else "",
         "next_url": reverse("studies:trial", args=[following["pk"]]) if following else "",
         "running_for": (timezone.now() - trial.datetime_start).total_seconds() if running else None,
-        "plotly_version": plotly.__version__,
+        "plotly_version": plotly_version(),
     }
     return render(request, "studies/trial_detail.html", context)
 
