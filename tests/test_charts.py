@@ -12,11 +12,14 @@ import numpy as np
 import optuna
 import pytest
 from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from optuna.trial import TrialState
 
 from benchmarks.pages import make_study as make_large_study
 from studies import charts
+from studies.charts import limits
 from studies.models import Study
 from studies.storage import optuna_study_for
 
@@ -26,11 +29,11 @@ SPACE = {
     "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
     "rate_drop": {"type": "float", "low": 0.0, "high": 1.0, "when": {"booster": ["dart"]}},
 }
+# The entry file of the hub's plotly.js bundle: it registers only these trace types.
+BUNDLE_ENTRY = Path(__file__).resolve().parent.parent / "studies/vendor/plotly/index.js"
 DTYPES = {"f8": "<f8", "f4": "<f4", "i1": "i1", "i2": "<i2", "i4": "<i4", "u1": "u1", "u2": "<u2"}
 
 
-# The entry file of the hub's plotly.js bundle: it registers only these trace types.
-BUNDLE_ENTRY = Path(__file__).resolve().parent.parent / "studies/vendor/plotly/index.js"
 @pytest.fixture(autouse=True)
 def fresh_chart_caches() -> None:
     # Test databases reuse ids after each rollback; a real hub never does.
@@ -131,9 +134,6 @@ def test_each_chart_draws_the_trials_of_a_small_study(logged_in, alice):
     assert {trace["name"] for trace in curves} == {"Complete", "Pruned"}
 
 
-def test_a_study_without_trials_gets_empty_states_not_errors(logged_in, alice):
-    study = make_study(alice)
-    for name, _title in charts.charts_for(study):
 def test_the_hubs_plotly_js_bundles_every_trace_type_the_charts_draw(logged_in, alice):
     entry = BUNDLE_ENTRY.read_text()
     bundled = set(re.findall(r"require\('plotly\.js/(?:lib|src/traces)/(\w+)", entry)) - {"core"}
@@ -150,6 +150,9 @@ def test_the_hubs_plotly_js_bundles_every_trace_type_the_charts_draw(logged_in, 
     assert drawn == bundled == {"scatter", "bar", "contour", "heatmap", "parcoords"}
 
 
+def test_a_study_without_trials_gets_empty_states_not_errors(logged_in, alice):
+    study = make_study(alice)
+    for name, _title in charts.charts_for(study):
         body = get_chart(logged_in, study, name)
         assert body["figure"] is None and body["empty"], name
 
@@ -230,14 +233,33 @@ def test_importances_are_computed_once_per_completed_trial_count(logged_in, alic
     optuna_study = run_trials(study, 20)
     n_complete = len(optuna_study.get_trials(states=(TrialState.COMPLETE,)))
     get_chart(logged_in, study, "importances")
-    key = f"hub:importances:{study.pk}:{n_complete}:0"
+    key = f"hub:importances:sampled:{study.pk}:{n_complete}:0"
     assert cache.get(key) is not None
     # A new running trial changes the page's signature but not the completed
     # count: the cached importances are used (shown here by planting a value).
-    cache.set(key, ({"x": 0.25, "lr": 0.75}, n_complete))
+    cache.set(key, ({"x": 0.25, "lr": 0.75}, n_complete, n_complete))
     optuna_study.ask()
     planted = get_chart(logged_in, study, "importances")["figure"]["data"][0]
     assert dict(zip(planted["y"], planted["x"], strict=True)) == {"x": 0.25, "lr": 0.75}
+
+
+def test_importances_of_a_large_study_come_from_a_fixed_sample(logged_in, alice, monkeypatch):
+    study = make_study(alice)
+    optuna_study = run_trials(study, 30)
+    n_complete = len(optuna_study.get_trials(states=(TrialState.COMPLETE,)))
+    whole = get_chart(logged_in, study, "importances")
+    assert "over a fixed sample" not in whole["note"]
+    # Optuna's own PED-ANOVA on the whole study gives the same ranking.
+    expected = optuna.importance.get_param_importances(
+        optuna_study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
+    )
+    bars = whole["figure"]["data"][0]
+    assert dict(zip(bars["y"], bars["x"], strict=True)) == pytest.approx(dict(expected))
+    monkeypatch.setattr(limits, "MAX_IMPORTANCE_TRIALS", 10)
+    cache.clear()
+    sampled = get_chart(logged_in, study, "importances")
+    assert f"a fixed sample of 10 of {n_complete} completed trials" in sampled["note"]
+    assert set(sampled["figure"]["data"][0]["y"]) <= set(bars["y"])
 
 
 def test_sampling_keeps_a_trial_in_or_out_as_the_study_grows():
@@ -309,3 +331,44 @@ def test_every_chart_of_a_10_000_trial_study_is_under_2_mb(logged_in, alice):
             assert response.status_code == 200, name
             assert len(response.content) < 2 * 1024 * 1024, name
             assert json.loads(response.content)["figure"] is not None, name
+
+
+def assert_same_columns(a: Any, b: Any) -> None:
+    for name in ("ids", "numbers", "states", "values", "start", "complete"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.params.keys() == b.params.keys() and a.distributions == b.distributions
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
+
+
+@pytest.mark.parametrize("directions", [("minimize",), ("minimize", "maximize")])
+def test_chart_columns_refreshed_with_only_new_and_unfinished_trials_equal_a_full_read(
+    alice, directions
+):
+    study = make_study(alice, directions)
+    optuna_study = run_trials(study, 12)
+    running = optuna_study.ask()
+    running.suggest_float("x", -5, 5)
+    if len(directions) == 1:
+        running.report(3.0, 0)
+    optuna_study.enqueue_trial({"x": 1.0})
+    kept = charts.TrialDataCache()
+    study.refresh_from_db()
+    before = kept.get(study, "first")
+    assert len(before.ids) == 14
+
+    # The running trial reports again, gains a parameter the study had not seen, ends.
+    if len(directions) == 1:
+        running.report(2.0, 1)
+    running.suggest_float("extra", 0, 1)
+    optuna_study.tell(running, [1.5] * len(directions))
+    run_trials(study, 5)  # the waiting trial runs first, then new ones
+    study.refresh_from_db()
+    with CaptureQueriesContext(connection) as queries:
+        refreshed = kept.get(study, "second")
+    (read,) = [q["sql"] for q in queries if "studies_trial" in q["sql"]]
+    assert "id >" in read  # new and unfinished trials only
+
+    assert "extra" in refreshed.params and np.isnan(refreshed.params["extra"][:12]).all()
+    assert_same_columns(refreshed, charts.TrialDataCache().get(study, "fresh"))
+    assert len(refreshed.ids) == 18  # the waiting trial ran as the first of the five

@@ -6,8 +6,10 @@ bins or aggregates, and its ``note`` says so on the chart.
 ``optuna.visualization`` is the reference for what each chart shows, not the
 implementation: its contour plot alone emits 1.2 GB of JSON at 10 000 trials.
 
-- ``base.py``: trials as NumPy columns (``TrialData``) and their per-process
-  cache, deterministic sampling, the look (template, colours, ``figure``), ``Chart``;
+- ``base.py``: trials as NumPy columns (``TrialData``), deterministic sampling,
+  the look (template, colours, ``figure``), ``Chart``;
+- ``data.py``: reading those columns from the trial rows, and their per-process
+  cache (``trial_data_cache``), refreshed with only new and unfinished trials;
 - ``limits.py``: how many points, lines or bins each chart may send;
 - ``registry.py``: ``CHARTS`` (name -> title and builder), ``charts_for``, the
   trial-count ``signature`` and ``chart_json``, each chart's JSON cached under it;
@@ -25,15 +27,16 @@ from studies.charts.base import (
     figure,
     param_names,
     sample,
-    trial_data_cache,
 )
 from studies.charts.compare import compare_chart
+from studies.charts.data import TrialDataCache, trial_data_cache
 from studies.charts.registry import CHARTS, chart_json, charts_for, signature, study_signature
 
 __all__ = [
     "CHARTS",
     "STATE_COLORS",
     "Chart",
+    "TrialDataCache",
     "ChartError",
     "chart_json",
     "charts_for",

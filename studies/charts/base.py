@@ -1,19 +1,9 @@
-"""What every chart shares: trials as NumPy columns, their cache, sampling, the look, Chart.
-
-Trials come from the process's shared DjangoStorage (finished trials are read
-from the database once per process) and are turned into NumPy columns once per
-trial-count signature (``trial_data_cache``).
-"""
+"""What every chart shares: trials as NumPy columns (read in ``data.py``), sampling, the look."""
 
 from __future__ import annotations
 
 import html
-import math
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,8 +12,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import TrialState
 from plotly.io._json import to_json_plotly
 
-from studies.models import Study, parse_distribution
-from studies.storage import get_storage
+from studies.models import Study
 
 STATE_COLORS = {
     "COMPLETE": "#3b5bdb",
@@ -97,7 +86,6 @@ class TrialData:
     distributions: dict[str, BaseDistribution]
     start: np.ndarray  # POSIX seconds, NaN if not started
     complete: np.ndarray
-    intermediate: list[tuple[int, dict[int, float]]] = field(default_factory=list)
 
     @property
     def n_objectives(self) -> int:
@@ -120,82 +108,6 @@ def param_names(study: Study) -> list[str]:
     """Parameters in declaration order, then any only seen in trials (ask/tell clients)."""
     names = [n for n in study.search_space if n in study.param_distributions]
     return names + [n for n in study.param_distributions if n not in study.search_space]
-
-
-def _posix(dt: datetime | None) -> float:
-    return math.nan if dt is None else dt.timestamp()
-
-
-def build_trial_data(study: Study) -> TrialData:
-    trials = get_storage().get_all_trials(study.pk, deepcopy=False)
-    n, k = len(trials), max(len(study.directions), 1)
-    distributions = {
-        name: parse_distribution(study.param_distributions[name]) for name in param_names(study)
-    }
-    # Converters from external values to the internal repr, one per parameter.
-    converters: dict[str, Callable[[Any], float]] = {}
-    for name, dist in distributions.items():
-        if isinstance(dist, CategoricalDistribution):
-            index = {_choice_key(c): i for i, c in enumerate(dist.choices)}
-            converters[name] = lambda v, index=index: index.get(_choice_key(v), math.nan)
-        else:
-            converters[name] = float
-    params = {name: np.full(n, np.nan) for name in distributions}
-    values = np.full((n, k), np.nan)
-    intermediate = []
-    for i, t in enumerate(trials):
-        if t.values is not None and len(t.values) == k:
-            values[i] = t.values
-        for name, value in t.params.items():
-            if name in params:
-                params[name][i] = converters[name](value)
-        if t.intermediate_values:
-            intermediate.append((i, t.intermediate_values))
-    return TrialData(
-        directions=list(study.directions) or ["minimize"],
-        ids=np.fromiter((t._trial_id for t in trials), np.int64, n),
-        numbers=np.fromiter((t.number for t in trials), np.int64, n),
-        states=np.fromiter((t.state.value for t in trials), np.int8, n),
-        values=values,
-        params=params,
-        distributions=distributions,
-        start=np.fromiter((_posix(t.datetime_start) for t in trials), np.float64, n),
-        complete=np.fromiter((_posix(t.datetime_complete) for t in trials), np.float64, n),
-        intermediate=intermediate,
-    )
-
-
-def _choice_key(value: Any) -> tuple[str, Any]:
-    # True and 1 are different choices; nan never equals itself.
-    if isinstance(value, float) and math.isnan(value):
-        return ("nan", None)
-    return (type(value).__name__ if isinstance(value, bool | str | None) else "num", value)
-
-
-class _DataCache:
-    """The latest TrialData per study, kept while its signature holds (a few studies only)."""
-
-    def __init__(self, size: int = 6) -> None:
-        self.size = size
-        self.lock = threading.Lock()
-        self.entries: OrderedDict[int, tuple[str, TrialData]] = OrderedDict()
-
-    def get(self, study: Study, sig: str) -> TrialData:
-        with self.lock:
-            found = self.entries.get(study.pk)
-            if found and found[0] == sig:
-                self.entries.move_to_end(study.pk)
-                return found[1]
-        data = build_trial_data(study)
-        with self.lock:
-            self.entries[study.pk] = (sig, data)
-            self.entries.move_to_end(study.pk)
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-        return data
-
-
-trial_data_cache = _DataCache()
 
 
 # Helpers

@@ -11,26 +11,36 @@ from optuna.trial import TrialState
 
 from studies.charts import limits
 from studies.charts.base import BEST_COLOR, STATE_COLORS, Chart, TrialData, figure, fmt, sample
+from studies.charts.data import Curves
 
 
-def intermediate_chart(data: TrialData) -> Chart:
-    curves = data.intermediate
-    if not curves:
+def intermediate_chart(data: TrialData, curves: Curves) -> Chart:
+    if not len(curves.numbers):
         return Chart(empty="No trial has reported intermediate values.")
     notes = []
-    positions = np.array([i for i, _ in curves])
-    chosen = set(sample(data.numbers[positions], limits.MAX_CURVES).tolist())
-    drawn = [curves[j] for j in sorted(chosen)]
-    total = sum(len(c) for _, c in drawn)
+    # One curve per trial that reported: its points are curves.*[starts[j]:ends[j]].
+    numbers, starts = np.unique(curves.numbers, return_index=True)
+    ends = np.r_[starts[1:], len(curves.numbers)]
+    # The curves were read after ``data``: a trial added in between is left out.
+    rows = np.minimum(np.searchsorted(data.numbers, numbers), len(data.numbers) - 1)
+    known = data.numbers[rows] == numbers if len(data.numbers) else np.zeros(len(numbers), bool)
+    numbers, starts, ends, states = (
+        numbers[known],
+        starts[known],
+        ends[known],
+        data.states[rows[known]],
+    )
+    if not len(numbers):
+        return Chart(empty="No trial has reported intermediate values.")
+    chosen = sample(numbers, limits.MAX_CURVES)
+    total = int((ends - starts)[chosen].sum())
     stride = max(1, math.ceil(total / limits.MAX_CURVE_POINTS))
     traces: list[Any] = []
     band: list[Any] = []
-    if len(drawn) < len(curves):
-        steps = np.concatenate([np.fromiter(c.keys(), float, len(c)) for _, c in curves])
-        vals = np.concatenate([np.fromiter(c.values(), float, len(c)) for _, c in curves])
-        band = _quantile_band(steps, vals)
+    if len(chosen) < len(numbers):
+        band = _quantile_band(curves.steps, curves.values)
         notes.append(
-            f"Lines: a fixed sample of {fmt(len(drawn))} of {fmt(len(curves))} trials; "
+            f"Lines: a fixed sample of {fmt(len(chosen))} of {fmt(len(numbers))} trials; "
             "the band is the median and 10–90 % range over all of them."
         )
     if stride > 1:
@@ -40,13 +50,11 @@ def intermediate_chart(data: TrialData) -> Chart:
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
         who: list[np.ndarray] = []
-        for i, curve in drawn:
-            if data.states[i] != state.value:
-                continue
-            steps = sorted(curve)[::stride]
-            xs += [np.array(steps, float), np.array([np.nan])]
-            ys += [np.array([curve[s] for s in steps], float), np.array([np.nan])]
-            who.append(np.full(len(steps) + 1, data.numbers[i]))
+        for j in chosen[states[chosen] == state.value]:
+            points = slice(starts[j], ends[j], stride)
+            xs += [curves.steps[points], np.array([np.nan])]
+            ys += [curves.values[points], np.array([np.nan])]
+            who.append(np.full(len(xs[-2]) + 1, numbers[j]))
         if not xs:
             continue
         traces.append(

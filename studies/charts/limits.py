@@ -13,6 +13,7 @@ MAX_PARALLEL_PARAMS = 30
 MAX_CONTOUR_POINTS = 1_000
 CONTOUR_BINS = 40
 EDF_POINTS = 500
+MAX_IMPORTANCE_TRIALS = 3_000  # completed trials PED-ANOVA is computed from
 MAX_CURVES = 200  # intermediate-value curves drawn one by one
 MAX_CURVE_POINTS = 50_000
 CURVE_BINS = 300

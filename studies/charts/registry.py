@@ -13,7 +13,8 @@ from typing import Any
 from django.core.cache import cache
 
 from studies.charts import history, intermediate, multi_objective, params
-from studies.charts.base import Chart, ChartError, TrialData, trial_data_cache
+from studies.charts.base import Chart, ChartError, TrialData
+from studies.charts.data import read_curves, trial_data_cache
 from studies.models import Study
 
 Options = dict[str, Any]  # from the request: "objective" (an int), "x" and "y" (param names)
@@ -60,7 +61,7 @@ CHARTS: dict[str, ChartType] = {
     ),
     "intermediate": ChartType(
         "Intermediate values",
-        lambda study, data, opts: intermediate.intermediate_chart(data),
+        lambda study, data, opts: intermediate.intermediate_chart(data, read_curves(study.pk)),
     ),
     "timeline": ChartType(
         "Timeline",

@@ -44,12 +44,21 @@ def quote(columns: Sequence[str]) -> str:
 TRIAL_COLUMNS = quote(TRIAL_ROW_FIELDS)
 
 
+def loads_numbers(text: str) -> Any:
+    """A column of floats (values, params, intermediate values), as ``json.loads`` reads it."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)  # NaN, Infinity
+
+
 # orjson reads an integer past 64 bits as a float: such text goes to json.
 _LONG_INTEGER = re.compile(r"\d{20}")
 
 
 def loads(text: str) -> Any:
-    """A JSON column's value, exactly as ``json.loads`` reads it."""
+    """Any JSON column's value (attributes hold whatever users set), exactly as
+    ``json.loads`` reads it."""
     if text == "{}":
         return {}
     if _LONG_INTEGER.search(text) is None:
@@ -118,13 +127,13 @@ def frozen_trial(row: Sequence[Any]) -> FrozenTrial:
         number=number,
         state=STATES[state],
         value=None,
-        values=None if values is None else loads(values),
+        values=None if values is None else loads_numbers(values),
         datetime_start=_local_naive(start),
         datetime_complete=_local_naive(complete),
-        params={name: external[name](v) for name, v in loads(params).items()},
+        params={name: external[name](v) for name, v in loads_numbers(params).items()},
         distributions=dict(distributions),
         user_attrs=loads(user),
         system_attrs=loads(system),
-        intermediate_values={int(step): v for step, v in loads(steps).items()},
+        intermediate_values={int(step): v for step, v in loads_numbers(steps).items()},
         trial_id=trial_id,
     )
