@@ -13,6 +13,7 @@ import pytest
 from optuna.trial import TrialState
 from rest_framework.test import APIClient
 
+from studies.api import exports
 from studies.api.serializers import TrialSerializer
 from studies.models import Study, Trial
 from studies.storage import get_storage, optuna_study_for
@@ -186,3 +187,31 @@ def test_a_trial_written_by_plain_optuna_reads_the_same(api, alice):
     detail = api.get(f"/api/studies/{study.pk}/").json()
     assert detail["best_trial"]["number"] == optuna_study.best_trial.number
     assert Trial.objects.filter(study=study).count() == 3
+
+
+def test_exports_in_pages_hold_every_odd_value_as_the_api_shows_it(api, alice, monkeypatch):
+    monkeypatch.setattr(exports, "EXPORT_CHUNK", 2)  # pages end inside the study
+    study = Study.objects.create(name="odd", owner=alice, directions=["minimize", "maximize"])
+    optuna_study = optuna_study_for(study)
+    deep: object = 1.0
+    for _ in range(300):  # past orjson's nesting limit for encoding
+        deep = [deep]
+    odd_attrs = [{"big": 2**70}, {"deep": deep}, {"text": "NaN"}, {}, {"nan": math.nan}]
+    for i, attrs in enumerate(odd_attrs):
+        trial = optuna_study.ask()
+        trial.suggest_categorical("c", [None, True, 1.5, "s"])
+        trial.suggest_float("lr", 1e-8, 1.0, log=True)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        optuna_study.tell(trial, [math.inf if i == 1 else float(i), -float(i)])
+    optuna_study.ask()  # running: no values, no end
+    response = api.get(f"/api/studies/{study.pk}/trials.json")
+    trials = json.loads(b"".join(response.streaming_content))
+    assert trials == TrialSerializer(study.trials.order_by("number"), many=True).data
+    assert trials[0]["user_attrs"] == {"big": 2**70} and trials[1]["values"][0] == "inf"
+    assert trials[4]["user_attrs"] == {"nan": "nan"} and len(trials) == 6
+    response = api.get(f"/api/studies/{study.pk}/trials.csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [row["number"] for row in rows] == [str(n) for n in range(6)]
+    assert rows[0]["user_attrs_big"] == str(2**70) and rows[2]["user_attrs_text"] == "NaN"
+    assert rows[1]["values_0"] == "inf" and rows[5]["state"] == "RUNNING"

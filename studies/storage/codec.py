@@ -83,7 +83,7 @@ def gc_paused() -> Iterator[None]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _distributions(
+def distributions_of(
     text: str,
 ) -> tuple[dict[str, BaseDistribution], dict[str, Callable[[float], Any]]]:
     # Trials of a study share a handful of distributions texts: each is parsed once.
@@ -122,7 +122,7 @@ def to_aware(dt: datetime | None) -> datetime | None:
 def frozen_trial(row: Sequence[Any]) -> FrozenTrial:
     """A raw trial row (TRIAL_ROW_FIELDS order) as Optuna's FrozenTrial."""
     trial_id, number, state, values, params, dists, steps, user, system, start, complete = row
-    distributions, external = _distributions(dists)
+    distributions, external = distributions_of(dists)
     return FrozenTrial(
         number=number,
         state=STATES[state],
