@@ -5,7 +5,8 @@
 Runs, in this one process, N TPE trials and N random-sampler trials (3 params:
 float, int, categorical; trivial objective) on InMemoryStorage, JournalStorage
 (file), Optuna's RDBStorage on SQLite, DjangoStorage on SQLite and, when
-reachable, DjangoStorage on PostgreSQL (HUB_TEST_POSTGRES_URL), and prints
+reachable (HUB_TEST_POSTGRES_URL), Optuna's RDBStorage and DjangoStorage on the
+same PostgreSQL, the latter also with HUB_PG_SYNCHRONOUS_COMMIT=off, and prints
 ms/trial and the ratio to InMemoryStorage.
 """
 
@@ -25,6 +26,7 @@ SCRATCH = Path(tempfile.mkdtemp(prefix="hub-bench-"))
 os.environ["DATABASE_URL"] = f"sqlite:///{SCRATCH / 'django.sqlite3'}"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "optuna_hub.settings")
 BENCH_DB = "hub_storage_bench"
+RDB_DB = "hub_storage_bench_rdb"
 
 import django  # noqa: E402
 import optuna  # noqa: E402
@@ -62,7 +64,12 @@ def main() -> None:
     if use_postgres:
         from optuna_hub.settings import database_from_url
 
-        settings.DATABASES["postgres"] = database_from_url(create_postgres_database(BENCH_DB))
+        url = create_postgres_database(BENCH_DB)
+        settings.DATABASES["postgres"] = database_from_url(url)
+        os.environ["HUB_PG_SYNCHRONOUS_COMMIT"] = "off"
+        settings.DATABASES["postgres_async"] = database_from_url(url)
+        del os.environ["HUB_PG_SYNCHRONOUS_COMMIT"]
+        rdb_url = create_postgres_database(RDB_DB).replace("postgresql://", "postgresql+psycopg://")
     django.setup()
     from django.core.management import call_command
 
@@ -90,7 +97,9 @@ def main() -> None:
         "DjangoStorage (SQLite)": DjangoStorage,
     }
     if use_postgres:
+        storages["RDBStorage (PostgreSQL)"] = lambda: optuna.storages.RDBStorage(rdb_url)
         storages["DjangoStorage (PostgreSQL)"] = lambda: DjangoStorage(using="postgres")
+        storages["DjangoStorage (PG, async commit)"] = lambda: DjangoStorage(using="postgres_async")
     samplers = {
         "TPE": lambda: optuna.samplers.TPESampler(seed=0),
         "random": lambda: optuna.samplers.RandomSampler(seed=0),
@@ -100,20 +109,21 @@ def main() -> None:
     print(f"{args.trials} trials per run, Optuna {optuna.__version__}, Python {python}")
     if not use_postgres:
         print(f"PostgreSQL not reachable at {POSTGRES_URL}: skipped")
-    print(f"{'sampler':<8} {'storage':<28} {'ms/trial':>9} {'x InMemory':>11}")
+    print(f"{'sampler':<8} {'storage':<32} {'ms/trial':>9} {'x InMemory':>11}")
     try:
         for sampler_name, make_sampler in samplers.items():
             baseline = None
             for storage_name, make_storage in storages.items():
                 ms = run(make_storage(), make_sampler(), args.trials)
                 baseline = baseline or ms
-                print(f"{sampler_name:<8} {storage_name:<28} {ms:>9.2f} {ms / baseline:>10.2f}x")
+                print(f"{sampler_name:<8} {storage_name:<32} {ms:>9.2f} {ms / baseline:>10.2f}x")
     finally:
         if use_postgres:
             from django.db import connections
 
             connections.close_all()
             drop_postgres_database(BENCH_DB)
+            drop_postgres_database(RDB_DB)
 
 
 if __name__ == "__main__":
