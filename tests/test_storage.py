@@ -142,10 +142,24 @@ def test_finished_trials_are_cached_but_never_shared_mutably(db):
     storage = DjangoStorage()
     study = optuna.create_study(storage=storage)
     study.optimize(objective, n_trials=3)
+    study.tell(study.ask(), 1.0)
+    trial = study.ask()
+    trial.set_user_attr("nested", {"list": [1, 2]})
+    study.tell(trial, 2.0)
     first = storage.get_all_trials(study._study_id)
     first[0].params["x"] = 1234.0
+    first[-1].user_attrs["nested"]["list"].append(3)
+    first[-1].distributions["x"] = None
+    first[-1].intermediate_values[7] = 1.0
+    first[0].distributions["x"].low = -99.0
 
-    assert storage.get_all_trials(study._study_id)[0].params["x"] != 1234.0
+    again = storage.get_all_trials(study._study_id)
+    assert again == storage.get_all_trials(study._study_id, deepcopy=False)
+    assert again[0].distributions["x"].low == -10
+    assert again[0].params["x"] != 1234.0
+    assert again[-1].user_attrs == {"nested": {"list": [1, 2]}}
+    assert "x" not in again[-1].distributions and again[-1].intermediate_values == {}
+    assert [t._trial_id for t in again] == [t._trial_id for t in first]
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")

@@ -12,6 +12,7 @@ text parsed once, and no garbage collection while a batch of rows is decoded.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import gc
 import json
@@ -137,3 +138,32 @@ def frozen_trial(row: Sequence[Any]) -> FrozenTrial:
         intermediate_values={int(step): v for step, v in loads_numbers(steps).items()},
         trial_id=trial_id,
     )
+
+
+def copied(trial: FrozenTrial) -> FrozenTrial:
+    """A deep copy of a trial ``frozen_trial`` built, several times faster than
+    ``copy.deepcopy`` (Optuna's ``study.trials`` copies every trial): params and
+    intermediate values hold numbers and choices, distributions only scalars and
+    tuples, so one level of copying suffices; attributes may nest."""
+    return FrozenTrial(
+        number=trial.number,
+        state=trial.state,
+        value=None,
+        values=None if trial.values is None else list(trial.values),
+        datetime_start=trial.datetime_start,
+        datetime_complete=trial.datetime_complete,
+        params=dict(trial.params),
+        distributions={name: _twin(d) for name, d in trial.distributions.items()},
+        user_attrs=copy.deepcopy(trial.user_attrs) if trial.user_attrs else {},
+        system_attrs=copy.deepcopy(trial.system_attrs) if trial.system_attrs else {},
+        intermediate_values=dict(trial.intermediate_values),
+        trial_id=trial._trial_id,
+    )
+
+
+def _twin(distribution: BaseDistribution) -> BaseDistribution:
+    # Its attributes are numbers, booleans and a tuple of choices: a shallow copy
+    # is a deep one, made without copy.copy's reduce protocol (ten times slower).
+    twin = object.__new__(type(distribution))
+    twin.__dict__.update(distribution.__dict__)
+    return twin

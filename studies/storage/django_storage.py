@@ -17,7 +17,6 @@ at the previous read: one query returning a handful of rows.
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import threading
@@ -48,6 +47,7 @@ from studies.storage.codec import (
     STUDY_TABLE,
     TRIAL_COLUMNS,
     TRIAL_TABLE,
+    copied,
     frozen_trial,
     gc_paused,
     quote,
@@ -461,7 +461,10 @@ class DjangoStorage(SummaryReads, BaseStorage, RowHeartbeat):
                 trials = [t for t in trials if t.state in states]
             else:
                 trials = list(trials)
-        return copy.deepcopy(trials) if deepcopy else trials
+        if not deepcopy:
+            return trials
+        with gc_paused():
+            return [copied(t) for t in trials]
 
     def get_trials_since(
         self, study_id: int, after: int, ids: list[int], limit: int
