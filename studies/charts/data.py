@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 from django.db import connection
+from optuna.trial import TrialState
 
 from studies.charts.base import TrialData, param_names
 from studies.models import Study, parse_distribution
-from studies.storage.codec import TRIAL_TABLE, gc_paused, loads_numbers
+from studies.storage.codec import TRIAL_TABLE, gc_paused, loads_numbers, new_or_unfinished
 
-# Re-read by id when few trials were unfinished; past this, by an id range.
-MAX_LISTED_IDS = 500
+UNFINISHED = [TrialState.RUNNING.value, TrialState.WAITING.value]
 
 
 def _posix(column: str) -> str:
@@ -37,12 +37,7 @@ def _posix(column: str) -> str:
 
 def _read(study_id: int, after_id: int, unfinished: list[int]) -> list[tuple[Any, ...]]:
     """Rows of the study's trials with an id above ``after_id`` or in ``unfinished``."""
-    condition, params = "id > %s", [after_id]
-    if len(unfinished) > MAX_LISTED_IDS:
-        condition, params = "id >= %s", [min(unfinished)]
-    elif unfinished:
-        condition += f" OR id IN ({', '.join(['%s'] * len(unfinished))})"
-        params += unfinished
+    condition, params = new_or_unfinished(after_id, unfinished)
     sql = (
         'SELECT id, number, state, "value", "values", params, '
         f"{_posix('datetime_start')}, {_posix('datetime_complete')} FROM {TRIAL_TABLE} "
@@ -162,7 +157,7 @@ class TrialDataCache:
             data = _columns(study, _read(study.pk, 0, []))
         else:
             old = entry.data
-            unfinished = old.ids[(old.states == 0) | (old.states == 4)].tolist()  # running, waiting
+            unfinished = old.ids[np.isin(old.states, UNFINISHED)].tolist()
             last_id = int(old.ids.max()) if len(old.ids) else 0
             data = _merged(old, _columns(study, _read(study.pk, last_id, unfinished)))
         with self.lock:

@@ -45,6 +45,21 @@ def quote(columns: Sequence[str]) -> str:
 TRIAL_COLUMNS = quote(TRIAL_ROW_FIELDS)
 
 
+# Unfinished trials re-read by id, up to this many; past it, by an id range.
+MAX_LISTED_IDS = 500
+
+
+def new_or_unfinished(last_id: int, unfinished: list[int]) -> tuple[str, list[int]]:
+    """The WHERE condition, and its parameters, for a study's trials that are new
+    (an id above ``last_id``) or were ``unfinished`` at the last read."""
+    if len(unfinished) > MAX_LISTED_IDS:
+        return "id >= %s", [min(unfinished)]
+    condition = "id > %s"
+    if unfinished:
+        condition += f" OR id IN ({', '.join(['%s'] * len(unfinished))})"
+    return condition, [last_id, *unfinished]
+
+
 def loads_numbers(text: str) -> Any:
     """A column of floats (values, params, intermediate values), as ``json.loads`` reads it."""
     try:

@@ -50,6 +50,7 @@ from studies.storage.codec import (
     copied,
     frozen_trial,
     gc_paused,
+    new_or_unfinished,
     quote,
     to_aware,
     to_utc,
@@ -442,13 +443,7 @@ class DjangoStorage(SummaryReads, BaseStorage, RowHeartbeat):
                 self._study_column(study_id, "id")  # KeyError for an unknown study
                 cached = self._studies[study_id] = StudyTrials()
             # Only trials that are new, or were unfinished at the last read.
-            unfinished = sorted(cached.unfinished)
-            condition, params = "id > %s", [cached.last_id]
-            if len(unfinished) > 500:
-                condition, params = "id >= %s", [unfinished[0]]
-            elif unfinished:
-                condition += f" OR id IN ({', '.join(['%s'] * len(unfinished))})"
-                params += unfinished
+            condition, params = new_or_unfinished(cached.last_id, sorted(cached.unfinished))
             with gc_paused():
                 rows = self._rows(
                     f"SELECT {TRIAL_COLUMNS} FROM {TRIAL_TABLE} "
