@@ -28,10 +28,16 @@ from typing import Any
 
 import orjson
 from django.db import connection
-from optuna.trial import TrialState
 
 from studies.models import Study, json_safe
-from studies.storage.codec import TRIAL_TABLE, distributions_of, loads, loads_numbers, to_utc
+from studies.storage.codec import (
+    STATES,
+    TRIAL_TABLE,
+    distributions_of,
+    loads,
+    loads_numbers,
+    to_utc,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +47,6 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_CHUNK = 1000  # rows per query and per chunk of the response
 COLUMNS = 'id, number, state, "values", params, distributions, intermediate_values, user_attrs'
 COLUMNS += ", datetime_start, datetime_complete"
-STATE_NAMES = {state.value: state.name for state in TrialState}
 
 
 def _chunks(study: Study) -> Iterator[list[tuple[Any, ...]]]:
@@ -69,7 +74,7 @@ def _record(row: tuple[Any, ...]) -> dict[str, Any]:
     return {
         "trial_id": trial_id,
         "number": number,
-        "state": STATE_NAMES[state],
+        "state": STATES[state].name,
         "values": None if values is None else loads_numbers(values),
         "params": {name: external[name](v) for name, v in loads_numbers(params).items()},
         "intermediate_values": loads_numbers(steps),
