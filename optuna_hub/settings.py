@@ -110,6 +110,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "studies.middleware.audit_context_middleware",
     # Last, as django-axes asks: it turns a lockout into the 429 page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -211,6 +212,18 @@ AXES_CLIENT_IP_CALLABLE = "studies.lockout.client_ip"
 AXES_VERBOSE = False
 # Unrevoked, unexpired API tokens per user (each API login makes one).
 HUB_MAX_API_TOKENS = envint("HUB_MAX_API_TOKENS", "100")
+
+# Teams (studies/models/team.py). A new study is "internal" (every signed-in user
+# reads it) or "private" (its owner or its team's members only) unless its creator
+# says otherwise.
+HUB_DEFAULT_VISIBILITY = os.environ.get("HUB_DEFAULT_VISIBILITY", "internal")
+if HUB_DEFAULT_VISIBILITY not in ("internal", "private"):
+    raise ImproperlyConfigured('HUB_DEFAULT_VISIBILITY must be "internal" or "private"')
+# Teams a user may create (staff: any number); members of one team.
+HUB_MAX_TEAMS_PER_USER = envint("HUB_MAX_TEAMS_PER_USER", "20")
+HUB_MAX_TEAM_MEMBERS = envint("HUB_MAX_TEAM_MEMBERS", "500")
+# Audit entries shown per page (GET /api/audit/ pages as the rest of the API).
+HUB_ACTIVITY_ON_STUDY_PAGE = envint("HUB_ACTIVITY_ON_STUDY_PAGE", "20")
 
 # The pages load scripts only from the hub (no inline script, no eval); styles
 # may be inline because plotly.js writes its own <style> and style attributes.

@@ -22,7 +22,7 @@ from studies.config.errors import ConfigError
 from studies.jobs.base import TooManyJobs, max_active_jobs, slot_quotas
 from studies.jobs.options import clean_job_options
 from studies.jobs.tasks import enqueue_slots, ensure_watchdog_schedule
-from studies.models import Job, JobSlot, Study
+from studies.models import AuditEntry, Job, JobSlot, Study
 from studies.storage import get_storage
 
 NAME_TAKEN = ConfigError("name", "a study with this name already exists")
@@ -30,7 +30,11 @@ NAME_TAKEN = ConfigError("name", "a study with this name already exists")
 
 def _check_can_edit(study: Study, user: Any, what: str) -> None:
     if not study.can_edit(user):
-        raise PermissionDenied(f"Only the study's owner or staff can {what}.")
+        raise PermissionDenied(f"Only the study's owner, its team's editors or staff can {what}.")
+
+
+def _actor(user: Any) -> Any:
+    return user if getattr(user, "pk", None) else None
 
 
 def _check_active_jobs(user: Any) -> None:
@@ -48,17 +52,24 @@ def _check_active_jobs(user: Any) -> None:
 
 
 def do_create_study(user: Any, config: dict[str, Any]) -> Study:
-    """A new study owned by ``user`` from a configuration ``clean_study_config`` returned."""
-    owner = user if getattr(user, "pk", None) else None
+    """A new study owned by ``user`` from a configuration ``clean_study_config`` returned.
+
+    ``config`` may also place it (``team``, ``visibility``: studies.teams.clean_placement).
+    """
+    owner = _actor(user)
     try:
         with transaction.atomic():
-            return Study.objects.create(owner=owner, **config)
+            study = Study.objects.create(owner=owner, **config)
+            AuditEntry.record(owner, AuditEntry.STUDY_CREATED, f"study {study.name}", study=study)
+            return study
     except IntegrityError:  # the same name taken by another request just now
         raise NAME_TAKEN from None
 
 
 def do_update_study(study: Study, user: Any, config: dict[str, Any]) -> Study:
     _check_can_edit(study, user, "change it")
+    changed = sorted(key for key, value in config.items() if getattr(study, key) != value)
+    team_before = study.team_id
     for key, value in config.items():
         setattr(study, key, value)
     try:
@@ -66,6 +77,17 @@ def do_update_study(study: Study, user: Any, config: dict[str, Any]) -> Study:
             # Only the changed columns: an ask recording a new parameter meanwhile
             # (param_distributions) must not be undone.
             study.save(update_fields=[*config, "updated_at"])
+            if changed:
+                entry = AuditEntry.record(
+                    _actor(user),
+                    AuditEntry.STUDY_EDITED,
+                    f"study {study.name}",
+                    study=study,
+                    fields=changed,
+                )
+                if team_before not in (None, study.team_id):  # the team it left sees it go
+                    entry.pk, entry.team_id = None, team_before
+                    entry.save()
     except IntegrityError:
         raise NAME_TAKEN from None
     return study
@@ -83,7 +105,14 @@ def do_delete_study(study: Study, user: Any) -> None:
     try:
         get_storage().delete_study(study.pk)
     except KeyError:
-        pass  # deleted by another request meanwhile: the outcome the user asked for
+        return  # deleted by another request meanwhile: the outcome the user asked for
+    AuditEntry.record(
+        _actor(user),
+        AuditEntry.STUDY_DELETED,
+        f"study {study.name}",
+        study=study,
+        n_trials=study.n_trials,
+    )
 
 
 def do_start_job(study: Study, user: Any, **options: Any) -> Job:
@@ -103,6 +132,14 @@ def do_start_job(study: Study, user: Any, **options: Any) -> Job:
         JobSlot.objects.bulk_create(
             JobSlot(job=job, index=i, quota=quota) for i, quota in enumerate(quotas)
         )
+        AuditEntry.record(
+            creator,
+            AuditEntry.JOB_STARTED,
+            f"job {job.pk} on study {study.name}",
+            study=study,
+            job=job.pk,
+            n_trials=job.n_trials,
+        )
         transaction.on_commit(lambda: enqueue_slots(job.pk))
     ensure_watchdog_schedule()
     return job
@@ -111,7 +148,17 @@ def do_start_job(study: Study, user: Any, **options: Any) -> Job:
 def do_cancel_job(job: Job, user: Any) -> bool:
     """Ask the job to stop; workers notice within one trial. False if it had ended."""
     _check_can_edit(job.study, user, "cancel its jobs")
-    return job.cancel()
+    with transaction.atomic():
+        cancelled = job.cancel()
+        if cancelled:
+            AuditEntry.record(
+                _actor(user),
+                AuditEntry.JOB_CANCELLED,
+                f"job {job.pk} on study {job.study.name}",
+                study=job.study,
+                job=job.pk,
+            )
+    return cancelled
 
 
 def do_retry_job(job: Job, user: Any) -> bool:
@@ -126,6 +173,13 @@ def do_retry_job(job: Job, user: Any) -> bool:
             _check_active_jobs(job.created_by)  # the job is its creator's again
         retried = job.requeue()
         if retried:
+            AuditEntry.record(
+                _actor(user),
+                AuditEntry.JOB_RETRIED,
+                f"job {job.pk} on study {job.study.name}",
+                study=job.study,
+                job=job.pk,
+            )
             transaction.on_commit(lambda: enqueue_slots(job.pk))
     job.refresh_from_db()
     return retried

@@ -206,5 +206,5 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request, queryset) -> None:
         for token in queryset.filter(revoked_at=None):
-            token.revoke()
+            token.revoke(by=request.user)
         self.message_user(request, "Revoked.", messages.SUCCESS)

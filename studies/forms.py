@@ -14,6 +14,8 @@ import math
 from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.db.models import Q
 from django.forms import formset_factory
 
 from studies.config.errors import ConfigError
@@ -23,8 +25,10 @@ from studies.config.study import (
     clean_name,
     clean_study_config,
 )
-from studies.models import Study
+from studies.models import Study, Team
+from studies.models.team import INTERNAL, PRIVATE, WRITERS
 from studies.objectives.registry import get_objectives
+from studies.teams import clean_placement, teams_of
 
 PARAM_TYPES = [("float", "float"), ("int", "int"), ("categorical", "categorical")]
 
@@ -184,9 +188,16 @@ class StudyForm(forms.Form):
     sampler_options = JSONObjectField(required=False, label="Sampler options")
     pruner = select([(k, c.__name__) for k, c in PRUNERS.items()])
     pruner_options = JSONObjectField(required=False, label="Pruner options")
+    team = select([])
+    visibility = select(
+        [
+            (INTERNAL, "Internal: every signed-in user reads it"),
+            (PRIVATE, "Private: only its owner or its team's members"),
+        ]
+    )
 
-    def __init__(self, *args: Any, instance: Study | None = None, **kwargs: Any) -> None:
-        self.instance = instance
+    def __init__(self, *args: Any, user: Any, instance: Study | None = None, **kwargs: Any) -> None:
+        self.instance, self.user = instance, user
         if instance is not None and not args and "data" not in kwargs:
             kwargs["initial"] = initial_for(instance)
         else:
@@ -196,10 +207,12 @@ class StudyForm(forms.Form):
                     "directions": ["minimize"],
                     "sampler": DEFAULT_SAMPLER["type"],
                     "pruner": DEFAULT_PRUNER["type"],
+                    "visibility": settings.HUB_DEFAULT_VISIBILITY,
                 },
             )
         super().__init__(*args, **kwargs)
         self.fields["objective"].widget.choices = objective_choices()
+        self.fields["team"].widget.choices = team_choices(user, instance)
         if instance is not None:
             self.fields["directions"].disabled = True
         self.config: dict[str, Any] | None = None
@@ -225,7 +238,13 @@ class StudyForm(forms.Form):
             self._place_error(one.field, one.message, params)
 
     def _place_error(self, field: str, message: str, params: ParamFormSet | None) -> None:
-        top = {"name": "name", "directions": "directions", "objective": "objective"}
+        top = {
+            "name": "name",
+            "directions": "directions",
+            "objective": "objective",
+            "team": "team",
+            "visibility": "visibility",
+        }
         head = field.split(".", 1)[0]
         if head in top:
             self.add_error(top[head], message)
@@ -279,12 +298,26 @@ class StudyForm(forms.Form):
             config_input["search_space"] = params.search_space()
         if self.instance is None:
             config_input["directions"] = self.directions_input()
+        errors = []
         try:
             self.config = clean_study_config(config_input, instance=self.instance)
         except ConfigError as e:
-            # clean_study_config reports every field's mistakes at once.
-            self.add_config_error(e, params)
+            errors.append(e)
+        # A field the form did not send keeps the study's value (or the default).
+        placement: dict[str, Any] = {}
+        if "team" in self.data:
+            placement["team"] = int(data["team"]) if data["team"].isdigit() else None
+        if data["visibility"]:
+            placement["visibility"] = data["visibility"]
+        try:
+            place = clean_placement(self.user, placement, self.instance)
+        except ConfigError as e:
+            errors.append(e)
+        if errors:
+            # Every field's mistakes at once.
+            self.add_config_error(ConfigError.combine(errors), params)
             return None
+        self.config = {**(self.config or {}), **place}
         return self.config
 
     def directions_input(self) -> list[str]:
@@ -305,7 +338,21 @@ def initial_for(study: Study) -> dict[str, Any]:
         else "",
         "pruner": pruner.get("type", "median"),
         "pruner_options": json.dumps(pruner.get("options") or {}) if pruner.get("options") else "",
+        "team": str(study.team_id or ""),
+        "visibility": study.visibility,
     }
+
+
+def team_choices(user: Any, instance: Study | None) -> list[tuple[str, str]]:
+    """Where a study may be: the user's own, or a team they edit in (and where it is now)."""
+    choices = [("", "Just me (no team)")]
+    teams = teams_of(user)
+    if not user.is_staff:
+        teams = teams.filter(memberships__user_id=user.pk, memberships__role__in=WRITERS)
+    ids = {instance.team_id} if instance is not None and instance.team_id else set()
+    for team in Team.objects.filter(Q(pk__in=teams.values("pk")) | Q(pk__in=ids)):
+        choices.append((str(team.pk), f"Team {team.name}"))
+    return choices
 
 
 class ParamForm(forms.Form):

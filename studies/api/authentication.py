@@ -22,6 +22,7 @@ from studies.models.token import hash_key
 
 LAST_USED_PRECISION = timedelta(minutes=1)
 FLAGS = ("hub_token_id", "hub_token_revoked", "hub_token_expired", "hub_token_stale")
+LIMITS = ("hub_token_scope", "hub_token_team")
 
 
 def token_query(user_columns: str = "u.*") -> str:
@@ -31,7 +32,8 @@ def token_query(user_columns: str = "u.*") -> str:
         f"SELECT {user_columns}, t.id AS hub_token_id,"
         f" t.revoked_at IS NOT NULL AS hub_token_revoked,"
         f" (t.expires_at IS NOT NULL AND t.expires_at <= %s) AS hub_token_expired,"
-        f" (t.last_used_at IS NULL OR t.last_used_at < %s) AS hub_token_stale"
+        f" (t.last_used_at IS NULL OR t.last_used_at < %s) AS hub_token_stale,"
+        f" t.scope AS hub_token_scope, t.team_id AS hub_token_team"
         f" FROM {users.db_table} u JOIN {tokens.db_table} t"
         f" ON t.user_id = u.{users.pk.column} WHERE t.key_hash = %s"
     )
@@ -68,7 +70,9 @@ class TokenAuthentication(authentication.TokenAuthentication):
         user = found[0]
         token_id, revoked, expired, stale = (vars(user).pop(flag) for flag in FLAGS)
         _check(now, user.is_active, token_id, revoked, expired, stale)
-        return user, ApiToken(pk=token_id, user=user)
+        # The token's limits stay on the user: studies/models/team.py reads them.
+        scope, team_id = (getattr(user, name) for name in LIMITS)
+        return user, ApiToken(pk=token_id, user=user, scope=scope, team_id=team_id)
 
 
 def token_user_light(key: str) -> Any:
@@ -83,6 +87,8 @@ def token_user_light(key: str) -> Any:
         row = cursor.fetchone()
     if row is None:
         raise exceptions.AuthenticationFailed("Invalid token.")
-    user_id, is_staff, is_active, token_id, *flags = row
+    user_id, is_staff, is_active, token_id, *flags, scope, team_id = row
     _check(now, bool(is_active), token_id, *flags)
-    return get_user_model()(pk=user_id, is_staff=bool(is_staff), is_active=True)
+    user = get_user_model()(pk=user_id, is_staff=bool(is_staff), is_active=True)
+    user.hub_token_scope, user.hub_token_team = scope, team_id
+    return user

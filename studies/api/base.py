@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from studies.api.permissions import IsOwnerOrStaffToWrite
+from studies.api.permissions import CanEditToWrite, TokenScope
 from studies.api.serializers import config_error
 from studies.config.errors import ConfigError
 from studies.config.study import check_depth, field_name
@@ -96,7 +96,7 @@ class Metadata(SimpleMetadata):
 
 class APIViewSet(viewsets.GenericViewSet):
     metadata_class = Metadata
-    permission_classes = [IsAuthenticated, IsOwnerOrStaffToWrite]
+    permission_classes = [IsAuthenticated, TokenScope, CanEditToWrite]
     parser_classes = [JSONParser]
     pagination_class = Pagination
     lookup_value_regex = ID
@@ -108,8 +108,11 @@ class APIViewSet(viewsets.GenericViewSet):
 ERRORS = {
     400: OpenApiResponse(OpenApiTypes.OBJECT, description="{field: [message]}"),
     401: OpenApiResponse(OpenApiTypes.OBJECT, description="Not signed in."),
-    403: OpenApiResponse(OpenApiTypes.OBJECT, description="Not the owner or staff."),
-    404: OpenApiResponse(OpenApiTypes.OBJECT, description="No such id."),
+    403: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description="You may read this but not change it, or your token's scope is read.",
+    ),
+    404: OpenApiResponse(OpenApiTypes.OBJECT, description="No such id, or not one you may read."),
 }
 CONFLICT = {409: OpenApiResponse(OpenApiTypes.OBJECT, description="The trial is not running.")}
 

@@ -8,6 +8,7 @@ who already has HUB_MAX_ACTIVE_JOBS_PER_USER active jobs gets a 429 naming the l
 
 from __future__ import annotations
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
@@ -18,11 +19,13 @@ from rest_framework.response import Response
 
 from studies.actions import do_cancel_job
 from studies.api.base import ERRORS, APIViewSet
-from studies.api.serializers import JobCreatedSerializer, JobSerializer, ObjectiveSerializer
+from studies.api.job_serializers import JobCreatedSerializer, JobSerializer, ObjectiveSerializer
+from studies.api.permissions import TokenScope
 from studies.jobs.base import TooManyJobs
 from studies.models import Job, Study
 from studies.objectives.registry import get_objectives
 
+WRITERS_TEXT = "the study's owner, its team's editors or staff"
 JOB_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The job's id.")
 STUDY_ID = OpenApiParameter("study_id", int, OpenApiParameter.PATH, description="The study's id.")
 CONFLICT = {409: OpenApiResponse(description="The job has already ended.")}
@@ -34,8 +37,8 @@ TOO_MANY = {
 
 
 class JobAPIViewSet(APIViewSet):
-    # Any signed-in user reads; starting and cancelling check the study's owner.
-    permission_classes = [IsAuthenticated]
+    # Those who may read the study read; starting and cancelling check Study.can_edit.
+    permission_classes = [IsAuthenticated, TokenScope]
     serializer_class = JobSerializer
 
 
@@ -54,7 +57,8 @@ class ObjectiveViewSet(JobAPIViewSet):
 
 class StudyJobViewSet(JobAPIViewSet):
     def study(self) -> Study:
-        study = Study.objects.filter(pk=self.kwargs["study_id"]).first()
+        study = Study.objects.readable_by(self.request.user).filter(pk=self.kwargs["study_id"])
+        study = study.first()
         if study is None:
             raise NotFound("No such study.")
         return study
@@ -81,7 +85,7 @@ class StudyJobViewSet(JobAPIViewSet):
         serializer = JobSerializer(data=request.data, context={"study": study, "request": request})
         if not study.can_edit(request.user):
             # Before validation: someone else's study is a 403 whatever the body.
-            self.permission_denied(request, "Only the study's owner or staff can run jobs on it.")
+            self.permission_denied(request, f"Only {WRITERS_TEXT} can run jobs on it.")
         serializer.is_valid(raise_exception=True)
         try:
             job = serializer.save()
@@ -93,8 +97,11 @@ class StudyJobViewSet(JobAPIViewSet):
 
 
 class JobViewSet(JobAPIViewSet):
-    queryset = Job.objects.select_related("study")
     pagination_class = None
+
+    def get_queryset(self) -> QuerySet[Job]:
+        readable = Study.objects.readable_by(self.request.user)
+        return Job.objects.filter(study__in=readable).select_related("study")
 
     @extend_schema(
         summary="A job: status, progress, best value so far",

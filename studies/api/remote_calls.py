@@ -6,10 +6,11 @@ REST API (HUB_MAX_PARAMS, HUB_MAX_CHOICES, HUB_MAX_JSON_DEPTH,
 HUB_MAX_USER_ATTRS_BYTES, ...), so a careless or hostile client gets a 400
 naming the argument, and nothing it stores can break a read of the study.
 
-Rights are the REST API's: any token reads every study; a write needs what
-``Study.can_edit`` needs (``Study.owner_rights``); a new study is the token
-user's. Trials of the hub's jobs are their workers' alone: remote clients read
-them but neither write them nor see them as stale.
+Rights are the REST API's (studies/models/team.py): a study the token may not
+read does not exist for it; a write needs ``write_rights``, as ``Study.can_edit``;
+a new study is the token user's, or its team's for a token limited to a team.
+Trials of the hub's jobs are their workers' alone: remote clients read them but
+neither write them nor see them as stale.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from studies.config.study import (
     check_json,
     check_text,
 )
-from studies.models import JobTrial, Study, Trial
+from studies.models import AuditEntry, JobTrial, Study, Trial
+from studies.models.team import READ, read_rights, token_limits, write_rights
 from studies.storage import DjangoStorage
 from studies.storage.sqlite import write_transaction
 
@@ -86,46 +88,59 @@ class Call:
 
 
 # Rights: plain queries, since a trial's calls check rights several times and the
-# ORM's cost would be most of theirs.
+# ORM's cost would be most of theirs. A study the caller may not read is, to
+# them, one that does not exist.
 
-STUDY_WRITE_QUERY = f"SELECT name, owner_id, {{column}} FROM {Study._meta.db_table} WHERE id = %s"
+STUDY_COLUMNS = "s.name, s.owner_id, s.team_id, s.visibility"
+STUDY_QUERY = f"SELECT {STUDY_COLUMNS}, s.{{column}} FROM {Study._meta.db_table} s WHERE s.id = %s"
 
-TRIAL_WRITE_QUERY = (
-    f"SELECT s.name, s.owner_id, j.job_id, t.{{column}} FROM {Trial._meta.db_table} t"
+TRIAL_QUERY = (
+    f"SELECT {STUDY_COLUMNS}, j.job_id, t.{{column}} FROM {Trial._meta.db_table} t"
     f" JOIN {Study._meta.db_table} s ON s.id = t.study_id"
     f" LEFT JOIN {JobTrial._meta.db_table} j ON j.trial_id = t.id WHERE t.id = %s"
 )
 
 
-def check_owner(call: Call, name: str, owner_id: int | None) -> None:
-    if not Study.owner_rights(call.user, owner_id):
-        raise PermissionError(f"You may not change study {name!r}: it is not yours.")
-
-
-def found_row(query: str, pk: int, missing: str) -> tuple[Any, ...]:
+def found_row(call: Call, query: str, pk: int, missing: str) -> tuple[Any, ...]:
+    """The row, if it is of a study the caller may read; else KeyError(missing)."""
     with connection.cursor() as cursor:
         cursor.execute(query, [pk])
         row = cursor.fetchone()
-    if row is None:
+    if row is None or not read_rights(call.user, *row[1:4]):
         raise KeyError(missing)
     return row
 
 
+def check_write(call: Call, row: tuple[Any, ...]) -> None:
+    name, owner_id, team_id = row[:3]
+    if not write_rights(call.user, owner_id, team_id):
+        if token_limits(call.user)[0] == READ:
+            raise PermissionError("This API token's scope is read: it may only read.")
+        raise PermissionError(f"You may not change study {name!r}: it is not yours.")
+
+
+def readable_study(call: Call, study_id: int, column: str = "id") -> tuple[Any, ...]:
+    query = STUDY_QUERY.format(column=column)
+    return found_row(call, query, study_id, f"No study with study_id {study_id} exists.")
+
+
+def readable_trial(call: Call, trial_id: int, column: str = "id") -> tuple[Any, ...]:
+    query = TRIAL_QUERY.format(column=column)
+    return found_row(call, query, trial_id, f"No trial with trial_id {trial_id} exists.")
+
+
 def writable_study(call: Call, study_id: int, column: str = "id") -> Any:
     """Check that the caller may change the study; return its ``column`` as stored."""
-    query = STUDY_WRITE_QUERY.format(column=column)
-    name, owner_id, value = found_row(query, study_id, f"No study with study_id {study_id} exists.")
-    check_owner(call, name, owner_id)
-    return value
+    row = readable_study(call, study_id, column)
+    check_write(call, row)
+    return row[-1]
 
 
 def writable_trial(call: Call, trial_id: int, column: str = "id") -> Any:
     """Check that the caller may write to the trial; return its ``column`` as stored."""
-    query = TRIAL_WRITE_QUERY.format(column=column)
-    name, owner_id, job_id, value = found_row(
-        query, trial_id, f"No trial with trial_id {trial_id} exists."
-    )
-    check_owner(call, name, owner_id)
+    row = readable_trial(call, trial_id, column)
+    check_write(call, row)
+    name, job_id, value = row[0], row[-2], row[-1]
     if job_id is not None:
         raise PermissionError(
             f"Trial {trial_id} of study {name!r} is run by the hub's job {job_id}; "
@@ -179,9 +194,18 @@ def create_new_study(call: Call) -> int:
     if any(name not in ("minimize", "maximize") for name in names):
         raise ConfigError("directions", 'must each be "minimize" or "maximize"')
     name = call.text("study_name", NAME_MAX_LENGTH)
+    scope, team_id = token_limits(call.user)
+    if scope == READ:
+        raise PermissionError("This API token's scope is read: it may only read.")
+    if team_id is not None and not write_rights(call.user, None, team_id):
+        raise PermissionError("You are not an editor of the team this API token is limited to.")
     with write_transaction("default"):
         study_id = call.storage.create_new_study(_wire.directions_from_wire(names), name)
-        Study.objects.filter(pk=study_id).update(owner=call.user)
+        # A token limited to a team makes the team's studies; else the user's own.
+        placed = {"owner": call.user, "team_id": team_id}
+        Study.objects.filter(pk=study_id).update(**placed)
+        study = Study(pk=study_id, name=name, team_id=team_id)
+        AuditEntry.record(call.user, AuditEntry.STUDY_CREATED, f"study {name}", study=study)
     return study_id
 
 
@@ -191,23 +215,37 @@ def delete_study(call: Call) -> None:
     do_delete_study(Study.objects.get(pk=study_id), call.user)
 
 
+def read_study_id(call: Call) -> int:
+    study_id = call.id("study_id")
+    readable_study(call, study_id)
+    return study_id
+
+
 def study_getter(name: str) -> Callable[[Call], Any]:
     def get(call: Call) -> Any:
-        return getattr(call.storage, name)(call.id("study_id"))
+        return getattr(call.storage, name)(read_study_id(call))
 
     return get
 
 
 def get_study_id_from_name(call: Call) -> int:
-    return call.storage.get_study_id_from_name(call.text("study_name", NAME_MAX_LENGTH))
+    name = call.text("study_name", NAME_MAX_LENGTH)
+    study_id = call.storage.get_study_id_from_name(name)
+    try:
+        readable_study(call, study_id)
+    except KeyError:
+        raise KeyError(f"No such study {name}.") from None  # the storage's own words
+    return study_id
 
 
 def get_study_directions(call: Call) -> list[str]:
-    return _wire.directions_to_wire(call.storage.get_study_directions(call.id("study_id")))
+    return _wire.directions_to_wire(call.storage.get_study_directions(read_study_id(call)))
 
 
 def get_all_studies(call: Call) -> list[dict[str, Any]]:
-    return [_wire.study_to_wire(s) for s in call.storage.get_all_studies()]
+    readable = set(Study.objects.readable_by(call.user).values_list("pk", flat=True))
+    studies = call.storage.get_all_studies()
+    return [_wire.study_to_wire(s) for s in studies if s._study_id in readable]
 
 
 # Trials
@@ -316,17 +354,19 @@ def attr_setter(target: str, kind: str) -> Callable[[Call], None]:
 
 
 def get_trial_id_from_study_id_trial_number(call: Call) -> int:
-    study_id, number = call.id("study_id"), call.id("trial_number")
+    study_id, number = read_study_id(call), call.id("trial_number")
     return call.storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
 
 def get_trial(call: Call) -> dict[str, Any]:
-    return _wire.trial_to_wire(call.storage.get_trial(call.id("trial_id")))
+    trial_id = call.id("trial_id")
+    readable_trial(call, trial_id)
+    return _wire.trial_to_wire(call.storage.get_trial(trial_id))
 
 
 def trials_wanted(call: Call) -> tuple[int, int, list[int]]:
     """The study, the id the new trials are above, and the ids of the unfinished ones."""
-    study_id, after, ids = call.id("study_id"), call.id("after"), call.arg("ids")
+    study_id, after, ids = read_study_id(call), call.id("after"), call.arg("ids")
     if not isinstance(ids, list) or len(ids) > settings.HUB_STORAGE_MAX_IDS:
         raise ConfigError("ids", f"must be a list of at most {settings.HUB_STORAGE_MAX_IDS} ids")
     if any(type(i) is not int for i in ids):
@@ -357,7 +397,7 @@ def get_stale_trial_ids(call: Call) -> list[int]:
     study_id, grace = call.id("study_id"), call.arg("grace_period")
     if type(grace) is not int or not 1 <= grace <= MAX_GRACE_SECONDS:
         raise ConfigError("grace_period", f"must be 1 to {MAX_GRACE_SECONDS} seconds")
-    call.storage.get_study_name_from_id(study_id)  # KeyError for an unknown study
+    readable_study(call, study_id)  # KeyError for an unknown study
     stale = Trial.objects.filter(
         study_id=study_id,
         state=TrialState.RUNNING,

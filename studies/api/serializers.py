@@ -17,7 +17,7 @@ from drf_spectacular.utils import extend_schema_field
 from optuna.trial import TrialState
 from rest_framework import serializers
 
-from studies.actions import do_create_study, do_start_job, do_update_study
+from studies.actions import do_create_study, do_update_study
 from studies.config.errors import ConfigError
 from studies.config.samplers import PRUNERS, SAMPLERS
 from studies.config.study import (
@@ -27,16 +27,18 @@ from studies.config.study import (
     clean_study_config,
     clean_user_attrs,
 )
-from studies.jobs.base import MAX_DELAY, MAX_TRIALS
-from studies.jobs.fair import waiting_reason
-from studies.jobs.options import MODES, clean_job_options
-from studies.models import Job, Study, Trial, json_safe
+from studies.models import Study, Trial, json_safe
+from studies.models.team import VISIBILITIES
+from studies.teams import clean_placement
 
 # Steps and the like are stored as JSON and compared in Python; this keeps them
 # within what every database and client represents exactly.
 MAX_INT = 2**63 - 1
 NON_FINITE = {"inf": math.inf, "+inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 NON_FINITE |= {"infinity": math.inf, "+infinity": math.inf, "-infinity": -math.inf}
+
+
+PLACEMENT = ("team", "visibility")
 
 
 def config_error(error: ConfigError) -> serializers.ValidationError:
@@ -182,6 +184,17 @@ class StudySerializer(serializers.Serializer):
         required=False, allow_null=True, help_text="A registered objective that jobs run."
     )
     user_attrs = serializers.DictField(required=False)
+    team = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="The team's id (you must be its editor or admin), or null: yours alone.",
+    )
+    visibility = serializers.ChoiceField(
+        choices=VISIBILITIES,
+        required=False,
+        help_text="private: the owner or the team's members only; internal: every signed-in "
+        "user reads it. Default: HUB_DEFAULT_VISIBILITY.",
+    )
     owner = serializers.CharField(read_only=True, allow_null=True, help_text="Username.")
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
@@ -194,14 +207,22 @@ class StudySerializer(serializers.Serializer):
         known = set(self.fields)
         unknown = sorted(key for key in data if key not in known)
         if unknown:
-            message = f"is not a field of a study (use {', '.join(FIELDS)})"
+            message = f"is not a field of a study (use {', '.join([*FIELDS, *PLACEMENT])})"
             raise serializers.ValidationError({unknown[0]: [message]})
+        errors, config, placement = [], {}, {}
         try:
-            return clean_study_config(
+            config = clean_study_config(
                 {key: data[key] for key in FIELDS if key in data}, instance=self.instance
             )
         except ConfigError as e:
-            raise config_error(e) from None
+            errors.append(e)
+        try:
+            placement = clean_placement(self.context["request"].user, data, self.instance)
+        except ConfigError as e:
+            errors.append(e)
+        if errors:
+            raise config_error(ConfigError.combine(errors))
+        return {**config, **placement}
 
     def create(self, validated_data: dict[str, Any]) -> Study:
         return do_create_study(self.context["request"].user, validated_data)
@@ -222,6 +243,8 @@ class StudySerializer(serializers.Serializer):
             "search_space": json_safe(study.search_space),
             "objective": study.objective or None,
             "user_attrs": json_safe(study.user_attrs),
+            "team": study.team_id,
+            "visibility": study.visibility,
             "owner": study.owner.get_username() if study.owner else None,
             "created_at": study.created_at.isoformat(),
             "updated_at": study.updated_at.isoformat(),
@@ -372,114 +395,3 @@ class TellSerializer(serializers.Serializer):
                 {"values": [f"expected {n_directions} (one per direction), got {len(values)}"]}
             )
         return data
-
-
-# Jobs
-
-
-class ProgressSerializer(serializers.Serializer):
-    complete = serializers.IntegerField()
-    pruned = serializers.IntegerField()
-    failed = serializers.IntegerField()
-    running = serializers.IntegerField()
-    n_trials = serializers.IntegerField()
-
-
-class JobSerializer(serializers.Serializer):
-    """A job. Input is validated as a whole by clean_job_options (the run form's too)."""
-
-    id = serializers.IntegerField(read_only=True)
-    study = serializers.IntegerField(read_only=True)
-    objective = serializers.CharField(read_only=True)
-    mode = serializers.ChoiceField(choices=MODES, default=Job.DURABLE)
-    status = serializers.ChoiceField(choices=[s for s, _ in Job.STATUS_CHOICES], read_only=True)
-    progress = ProgressSerializer(read_only=True)
-    best_value = ObjectiveValueField(allow_null=True, read_only=True)
-    n_trials = serializers.IntegerField(min_value=1, max_value=MAX_TRIALS)
-    timeout = serializers.FloatField(
-        required=False, allow_null=True, min_value=0, help_text="Seconds; the job stops after."
-    )
-    concurrency = serializers.IntegerField(
-        default=1, min_value=1, help_text="Trials run at once, across worker processes."
-    )
-    delay = serializers.FloatField(
-        default=0, min_value=0, max_value=MAX_DELAY, help_text="Seconds between trial starts."
-    )
-    max_failed_trials = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, help_text="Fail the job after this many."
-    )
-    stop_when = serializers.JSONField(
-        required=False,
-        help_text='Stop early, succeeded: {"target": v} (one number per objective: a list), '
-        '{"patience": n, "min_delta": d} (no improvement over n finished trials).',
-    )
-    created_at = serializers.DateTimeField(read_only=True)
-    started_at = serializers.DateTimeField(allow_null=True, read_only=True)
-    finished_at = serializers.DateTimeField(allow_null=True, read_only=True)
-    heartbeat = serializers.DateTimeField(allow_null=True, read_only=True)
-    stop_reason = serializers.CharField(
-        read_only=True,
-        help_text="n_trials, target, patience, timeout, cancelled, max_failed_trials, "
-        "workers_died or error.",
-    )
-    stop_detail = serializers.CharField(
-        read_only=True, help_text='What a rule saw: "Stopped: target 0.01 reached at trial #812".'
-    )
-    error = serializers.CharField(read_only=True)
-    waiting_reason = serializers.CharField(
-        read_only=True,
-        help_text='Why an active job runs no trial now ("waiting for a free worker, 2 ahead", '
-        '"waiting: you have 4 running slots (limit 4)", "next trial at 14:05:00 (delay)"); '
-        '"" otherwise.',
-    )
-    url = serializers.CharField(read_only=True)
-
-    def to_internal_value(self, data: Any) -> dict[str, Any]:
-        try:
-            return clean_job_options(self.context["study"], data)
-        except ConfigError as e:
-            raise config_error(e) from None
-
-    def create(self, validated_data: dict[str, Any]) -> Job:
-        return do_start_job(self.context["study"], self.context["request"].user, **validated_data)
-
-    def to_representation(self, job: Job) -> dict[str, Any]:
-        return {
-            "id": job.pk,
-            "study": job.study_id,
-            "objective": job.objective,
-            "mode": job.mode,
-            "status": job.status,
-            "progress": job.progress(),
-            "best_value": json_safe(job.best_value()),
-            "n_trials": job.n_trials,
-            "timeout": job.timeout,
-            "concurrency": job.concurrency,
-            "delay": job.delay,
-            "max_failed_trials": job.max_failed_trials,
-            "stop_when": job.stop_when,
-            "created_at": iso(job.created_at),
-            "started_at": iso(job.started_at),
-            "finished_at": iso(job.finished_at),
-            "heartbeat": iso(job.heartbeat),
-            "stop_reason": job.stop_reason,
-            "stop_detail": job.stop_detail,
-            "error": job.error,
-            "waiting_reason": waiting_reason(job),
-            "url": job.get_api_url(),
-        }
-
-
-class JobCreatedSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=[Job.QUEUED])
-    url = serializers.CharField()
-
-
-class ObjectiveSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    description = serializers.CharField(allow_blank=True)
-    kind = serializers.ChoiceField(choices=["builtin", "sklearn", "project", "command"])
-    directions = serializers.ListField(child=serializers.ChoiceField(["minimize", "maximize"]))
-    search_space = serializers.DictField(help_text="The default search space.")
-    options = serializers.DictField()

@@ -71,9 +71,10 @@ class StudyViewSet(
     ordering = ["-id"]
 
     def get_queryset(self) -> Any:
+        readable = Study.objects.readable_by(self.request.user)
         if self.action in ("ask", "enqueue"):
-            return Study.objects.all()  # the hot path: nothing here shows the owner
-        return Study.objects.select_related("owner")
+            return readable  # the hot path: nothing here shows the owner
+        return readable.select_related("owner", "team")
 
     def get_serializer_class(self) -> type[serializers.Serializer]:
         return StudySerializer if self.action == "list" else StudyDetailSerializer

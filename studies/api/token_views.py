@@ -16,7 +16,9 @@ from rest_framework.response import Response
 from studies.api.base import ERRORS, APIViewSet
 from studies.api.tokens import NewTokenFields
 from studies.models import ApiToken
+from studies.models.team import SCOPES, WRITE
 from studies.models.token import MAX_NAME_LENGTH, token_limit_error
+from studies.teams import NoSuchTeam, team_for
 
 TOKEN_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The token's id.")
 
@@ -24,7 +26,16 @@ TOKEN_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The t
 class ApiTokenSerializer(serializers.ModelSerializer):
     class Meta:
         model = ApiToken
-        fields = ["id", "name", "prefix", "created_at", "last_used_at", "expires_at"]
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "scope",
+            "team",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+        ]
         read_only_fields = fields
 
 
@@ -38,6 +49,12 @@ class NewApiTokenSerializer(ApiTokenSerializer):
 
 class CreateTokenSerializer(NewTokenFields):
     name = serializers.CharField(max_length=MAX_NAME_LENGTH)
+    scope = serializers.ChoiceField(
+        choices=SCOPES, default=WRITE, help_text="read: the token may only read."
+    )
+    team = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Limit the token to this team's studies."
+    )
 
 
 class ApiTokenViewSet(APIViewSet):
@@ -67,10 +84,20 @@ class ApiTokenViewSet(APIViewSet):
         serializer.is_valid(raise_exception=True)
         if error := token_limit_error(request.user):
             return Response({"tokens": [error]}, status=status.HTTP_400_BAD_REQUEST)
+        data = serializer.validated_data
+        team = None
+        if data.get("team") is not None:
+            try:
+                team = team_for(request.user, data["team"])
+            except NoSuchTeam:
+                message = f"{data['team']} is not a team of yours"
+                return Response({"team": [message]}, status=status.HTTP_400_BAD_REQUEST)
         token, key = ApiToken.issue(
             request.user,
-            serializer.validated_data["name"],
-            serializer.validated_data.get("expires_in_days"),
+            data["name"],
+            data.get("expires_in_days"),
+            scope=data["scope"],
+            team=team,
         )
         token.key = key
         return Response(NewApiTokenSerializer(token).data, status=status.HTTP_201_CREATED)

@@ -45,7 +45,7 @@ class StudyTrialViewSet(mixins.ListModelMixin, APIViewSet):
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return Trial.objects.none()
         study_id = self.kwargs["study_id"]
-        if not Study.objects.filter(pk=study_id).exists():
+        if not Study.objects.readable_by(self.request.user).filter(pk=study_id).exists():
             raise NotFound("No such study.")
         return Trial.objects.filter(study_id=study_id)
 
@@ -57,8 +57,11 @@ class StudyTrialViewSet(mixins.ListModelMixin, APIViewSet):
 )
 class TrialViewSet(mixins.RetrieveModelMixin, APIViewSet):
     serializer_class = TrialSerializer
-    queryset = Trial.objects.select_related("study")
     filter_backends: list = []
+
+    def get_queryset(self) -> Any:
+        readable = Study.objects.readable_by(self.request.user)
+        return Trial.objects.filter(study__in=readable).select_related("study")
 
     @extend_schema(
         summary="Suggest a parameter (define-by-run)",

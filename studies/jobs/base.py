@@ -7,11 +7,13 @@ import socket
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.utils import timezone
 from optuna.trial import TrialState
 
 from studies.config.errors import ConfigError
-from studies.models import Job, Study, Trial
+from studies.models import AuditEntry, Job, Study, Trial
+from studies.models.audit import WORKER
 from studies.objectives.base import ObjectiveInfo
 from studies.objectives.registry import get_objective
 
@@ -98,16 +100,31 @@ def objective_of(study: Study) -> ObjectiveInfo:
 
 
 def finish(job_id: int, status: str, reason: str, error: str = "", detail: str = "") -> bool:
-    """Move an active job to a final status; False if it had already ended."""
-    return bool(
-        Job.objects.filter(pk=job_id, status__in=Job.ACTIVE).update(
+    """Move an active job to a final status; False if it had already ended.
+
+    Only the workers call it, so the audit entry it writes says so.
+    """
+    with transaction.atomic():
+        finished = Job.objects.filter(pk=job_id, status__in=Job.ACTIVE).update(
             status=status,
             stop_reason=reason,
             stop_detail=detail[:300],
             error=error[:10_000],
             finished_at=timezone.now(),
         )
-    )
+        study = Study.objects.filter(jobs__pk=job_id).first() if finished else None
+        if study is not None:
+            AuditEntry.record(
+                None,
+                AuditEntry.JOB_FINISHED,
+                f"job {job_id} on study {study.name}",
+                study=study,
+                via=WORKER,
+                job=job_id,
+                status=status,
+                reason=reason,
+            )
+    return bool(finished)
 
 
 def counted_trials(job_id: int, states: tuple[TrialState, ...] = COUNTED) -> int:

@@ -14,11 +14,13 @@ Models import nothing of the hub above them (storage, jobs, objectives, views):
 logic that needs those lives in its package, or in studies/actions.py.
 """
 
+from studies.models.audit import AuditEntry
 from studies.models.command import CommandObjective, default_directions
 from studies.models.fields import JSONTextField, first_value, json_safe, parse_distribution
 from studies.models.job import Job, JobQuerySet, JobSlot, JobTrial
 from studies.models.remote import RemoteCall
 from studies.models.study import Study, StudyQuerySet
+from studies.models.team import Membership, Team
 from studies.models.token import ApiToken, ApiTokenQuerySet
 from studies.models.trial import TRIAL_ROW_FIELDS, Trial, TrialQuerySet
 
@@ -26,15 +28,18 @@ __all__ = [
     "TRIAL_ROW_FIELDS",
     "ApiToken",
     "ApiTokenQuerySet",
+    "AuditEntry",
     "CommandObjective",
     "JSONTextField",
     "Job",
     "JobQuerySet",
     "JobSlot",
     "JobTrial",
+    "Membership",
     "RemoteCall",
     "Study",
     "StudyQuerySet",
+    "Team",
     "Trial",
     "TrialQuerySet",
     "default_directions",

@@ -11,12 +11,21 @@ from optuna.study._multi_objective import _is_pareto_front
 from optuna.trial import TrialState
 
 from studies.models.fields import JSONTextField
+from studies.models.team import INTERNAL, VISIBILITIES, read_rights, readable_filter, write_rights
 
 if TYPE_CHECKING:
     from studies.models.trial import Trial
 
 
+def default_visibility() -> str:
+    return settings.HUB_DEFAULT_VISIBILITY
+
+
 class StudyQuerySet(models.QuerySet["Study"]):
+    def readable_by(self, user: Any) -> StudyQuerySet:
+        """The studies ``user`` may read (studies/models/team.py has the rules)."""
+        return self.filter(readable_filter(user))
+
     def recount(self) -> None:
         """Set the trial summary columns from the trials (for rows written around the storage)."""
         for study in self:
@@ -46,6 +55,13 @@ class Study(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="studies",
+    )
+    # Null: the owner's own study. Deleting a team is refused while it has studies.
+    team = models.ForeignKey(
+        "Team", null=True, blank=True, on_delete=models.PROTECT, related_name="studies"
+    )
+    visibility = models.CharField(
+        max_length=10, choices=[(v, v) for v in VISIBILITIES], default=default_visibility
     )
     sampler = JSONTextField(default=dict, blank=True)
     pruner = JSONTextField(default=dict, blank=True)
@@ -81,13 +97,16 @@ class Study(models.Model):
     def is_multi_objective(self) -> bool:
         return len(self.directions) > 1
 
-    def can_edit(self, user: Any) -> bool:
-        return Study.owner_rights(user, self.owner_id)
+    def can_read(self, user: Any) -> bool:
+        return read_rights(user, self.owner_id, self.team_id, self.visibility)
 
-    @staticmethod
-    def owner_rights(user: Any, owner_id: int | None) -> bool:
-        """Whether ``user`` may change a study ``owner_id`` owns (can_edit without the row)."""
-        return bool(user.is_authenticated and (user.is_staff or owner_id == user.pk))
+    def can_edit(self, user: Any) -> bool:
+        """Change the study, its trials and its jobs: the owner, the team's editors, staff."""
+        return write_rights(user, self.owner_id, self.team_id)
+
+    @property
+    def is_internal(self) -> bool:
+        return self.visibility == INTERNAL
 
     def trial_counts(self) -> dict[str, int]:
         """Trials per state name, zeros included."""

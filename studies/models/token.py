@@ -16,6 +16,9 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from studies.models.audit import AuditEntry
+from studies.models.team import SCOPES, WRITE
+
 KEY_PREFIX = "ohub_"
 # Shown in lists so a user can tell tokens apart: the marker and 7 random characters.
 PREFIX_LENGTH = len(KEY_PREFIX) + 7
@@ -65,6 +68,12 @@ class ApiToken(models.Model):
     # Updated at most once a minute, so authenticating rarely writes.
     last_used_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
+    # "read": GET and the remote storage's reads only. "write": what its user may do.
+    scope = models.CharField(max_length=5, choices=[(s, s) for s in SCOPES], default=WRITE)
+    # Set: the token sees and changes only this team's studies.
+    team = models.ForeignKey(
+        "Team", null=True, blank=True, on_delete=models.CASCADE, related_name="tokens"
+    )
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     objects = ApiTokenQuerySet.as_manager()
@@ -77,11 +86,17 @@ class ApiToken(models.Model):
 
     @classmethod
     def issue(
-        cls, user: Any, name: str, expires_in_days: int | None = None
+        cls,
+        user: Any,
+        name: str,
+        expires_in_days: int | None = None,
+        *,
+        expires_at: Any = None,
+        scope: str = WRITE,
+        team: Any = None,
     ) -> tuple[ApiToken, str]:
         """A new token for ``user`` and its key, which nothing can show again."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        expires_at = None
         if expires_in_days is not None:
             expires_at = timezone.now() + timedelta(days=expires_in_days)
         token = cls.objects.create(
@@ -90,6 +105,11 @@ class ApiToken(models.Model):
             key_hash=hash_key(key),
             prefix=key[:PREFIX_LENGTH],
             expires_at=expires_at,
+            scope=scope,
+            team=team,
+        )
+        AuditEntry.record(
+            user, AuditEntry.TOKEN_CREATED, f"token {token}", team_id=token.team_id, scope=scope
         )
         return token, key
 
@@ -101,7 +121,8 @@ class ApiToken(models.Model):
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
 
-    def revoke(self) -> None:
+    def revoke(self, by: Any = None) -> None:
         if self.revoked_at is None:
             self.revoked_at = timezone.now()
             self.save(update_fields=["revoked_at"])
+            AuditEntry.record(by or self.user, AuditEntry.TOKEN_REVOKED, f"token {self}")

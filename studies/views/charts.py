@@ -21,7 +21,7 @@ COMPARE_CANDIDATES = 200
 @login_required
 @require_GET
 def chart(request: HttpRequest, pk: int, name: str) -> HttpResponse:
-    study = study_or_404(pk)
+    study = study_or_404(request, pk)
     options: dict[str, Any] = {}
     try:
         if request.GET.get("objective"):
@@ -55,11 +55,12 @@ def compare(request: HttpRequest) -> HttpResponse:
             ids.append(int(raw))
         except ValueError:
             continue
-    chosen = list(Study.objects.filter(pk__in=ids).select_related("owner"))
+    readable = Study.objects.readable_by(request.user)
+    chosen = list(readable.filter(pk__in=ids).select_related("owner"))
     chosen.sort(key=lambda s: ids.index(s.pk))
     missing = len(set(ids)) - len(chosen)
     figure = charts.compare_chart(chosen).to_json() if chosen else None
-    candidates = Study.objects.order_by("-created_at")[:COMPARE_CANDIDATES]
+    candidates = readable.order_by("-created_at")[:COMPARE_CANDIDATES]
     return render(
         request,
         "studies/compare.html",

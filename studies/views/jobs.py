@@ -12,11 +12,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from studies.actions import do_cancel_job, do_start_job
-from studies.api.serializers import JobSerializer
+from studies.api.job_serializers import JobSerializer
 from studies.config.errors import ConfigError
 from studies.forms import parse_number
 from studies.jobs.base import TooManyJobs
-from studies.models import Job
+from studies.models import Job, Study
 from studies.views.common import edit_denied
 from studies.views.study_page import study_or_404, study_page_context
 
@@ -62,7 +62,7 @@ def run_errors(error: ConfigError) -> dict[str, str]:
 @login_required
 @require_POST
 def study_run(request: HttpRequest, pk: int) -> HttpResponse:
-    study = study_or_404(pk)
+    study = study_or_404(request, pk)
     if denied := edit_denied(request, study):
         return denied
     values = {key: request.POST.get(key, "").strip() for key in RUN_FIELDS}
@@ -83,7 +83,10 @@ def study_run(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    job = get_object_or_404(Job.objects.select_related("study", "study__owner"), pk=pk)
+    readable = Study.objects.readable_by(request.user)
+    job = get_object_or_404(
+        Job.objects.filter(study__in=readable).select_related("study", "study__owner"), pk=pk
+    )
     if denied := edit_denied(request, job.study):
         return denied
     do_cancel_job(job, request.user)

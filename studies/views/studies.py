@@ -25,6 +25,7 @@ from studies.forms import (
     param_initial,
 )
 from studies.models import Job, Study
+from studies.teams import teams_of
 from studies.views.common import edit_denied
 
 STUDIES_PER_PAGE = 25
@@ -47,7 +48,12 @@ def study_list(request: HttpRequest) -> HttpResponse:
     sort = request.GET.get("sort", "-activity")
     if sort not in SORTS:
         sort = "-activity"
-    studies = Study.objects.all()
+    studies = Study.objects.readable_by(request.user)
+    total = studies.count()
+    teams = list(teams_of(request.user))
+    team = next((t for t in teams if str(t.pk) == request.GET.get("team")), None)
+    if team is not None:
+        studies = studies.filter(team=team)
     if query:
         studies = studies.filter(Q(name__icontains=query) | Q(owner__username__iexact=query))
     if sort == "-activity":
@@ -68,8 +74,10 @@ def study_list(request: HttpRequest) -> HttpResponse:
             "query": query,
             "sort": sort,
             "sorts": SORTS,
-            "total": Study.objects.count(),
-            "page_query": urlencode({"q": query, "sort": sort}),
+            "total": total,
+            "teams": teams,
+            "team": team,
+            "page_query": urlencode({"q": query, "sort": sort, "team": team.pk if team else ""}),
         },
     )
 
@@ -81,7 +89,7 @@ def study_rows(ids: list[int]) -> list[dict[str, Any]]:
     the storage), so this reads no trial: one query for the studies, one for
     their running jobs.
     """
-    studies = Study.objects.filter(pk__in=ids).select_related("owner").in_bulk()
+    studies = Study.objects.filter(pk__in=ids).select_related("owner", "team").in_bulk()
     running_jobs = dict(
         Job.objects.active()
         .filter(study_id__in=ids)
@@ -156,12 +164,14 @@ def with_extra_row(data: QueryDict) -> QueryDict:
 def study_new(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         params = ParamFormSet(prefix="params", initial=[{"type": "float"}])
-        return render_form(request, StudyForm(), params)
+        return render_form(request, StudyForm(user=request.user), params)
     data = request.POST
     if "add_param" in data:
         data = with_extra_row(data)
-        return render_form(request, StudyForm(data), ParamFormSet(data, prefix="params"))
-    form, params = StudyForm(data), ParamFormSet(data, prefix="params")
+        return render_form(
+            request, StudyForm(data, user=request.user), ParamFormSet(data, prefix="params")
+        )
+    form, params = StudyForm(data, user=request.user), ParamFormSet(data, prefix="params")
     config = form.validate(params)
     if config is not None:
         try:
@@ -177,19 +187,22 @@ def study_new(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def study_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    study = get_object_or_404(Study, pk=pk)
+    study = get_object_or_404(Study.objects.readable_by(request.user), pk=pk)
     if denied := edit_denied(request, study):
         return denied
     editable = editable_search_space(study)
     if request.method == "GET":
         params = ParamFormSet(prefix="params", initial=param_initial(study)) if editable else None
-        return render_form(request, StudyForm(instance=study), params, study)
+        return render_form(request, StudyForm(instance=study, user=request.user), params, study)
     data = request.POST
     if "add_param" in data and editable:
         data = with_extra_row(data)
-        form, params = StudyForm(data, instance=study), ParamFormSet(data, prefix="params")
+        form, params = (
+            StudyForm(data, instance=study, user=request.user),
+            ParamFormSet(data, prefix="params"),
+        )
         return render_form(request, form, params, study)
-    form = StudyForm(data, instance=study)
+    form = StudyForm(data, instance=study, user=request.user)
     params = ParamFormSet(data, prefix="params") if editable else None
     config = form.validate(params)
     if config is not None:
@@ -207,7 +220,7 @@ def study_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def study_delete(request: HttpRequest, pk: int) -> HttpResponse:
-    study = get_object_or_404(Study, pk=pk)
+    study = get_object_or_404(Study.objects.readable_by(request.user), pk=pk)
     if denied := edit_denied(request, study):
         return denied
     if request.method == "POST":

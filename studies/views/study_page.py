@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET
 from optuna.trial import TrialState
 
 from studies import charts
-from studies.api.serializers import JobSerializer
+from studies.api.job_serializers import JobSerializer
 from studies.models import Job, Study
 from studies.views.assets import plotly_version
 from studies.views.common import objective_labels
@@ -33,9 +33,10 @@ STATE_NAMES = [state.name for state in TrialState]
 TEMPLATE_ONLY = ("segments", "created_at", "best")
 
 
-def study_or_404(pk: int) -> Study:
-    """The study (its counts by state are columns of its row), or 404."""
-    return get_object_or_404(Study.objects.select_related("owner"), pk=pk)
+def study_or_404(request: HttpRequest, pk: int) -> Study:
+    """The study, if the user may read it, or 404 (its counts by state are columns of its row)."""
+    readable = Study.objects.readable_by(request.user)
+    return get_object_or_404(readable.select_related("owner", "team"), pk=pk)
 
 
 # The summary
@@ -229,7 +230,7 @@ def is_active(study: Study, jobs: dict[str, Any]) -> bool:
 @login_required
 @require_GET
 def study_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    study = study_or_404(pk)
+    study = study_or_404(request, pk)
     return render(request, "studies/study_detail.html", study_page_context(request, study))
 
 
@@ -237,7 +238,7 @@ def study_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def study_trials(request: HttpRequest, pk: int) -> HttpResponse:
     """The trials table alone, for the page to refresh it in place."""
-    study = get_object_or_404(Study, pk=pk)
+    study = get_object_or_404(Study.objects.readable_by(request.user), pk=pk)
     return render(request, "studies/_trials_table.html", {"table": trials_table(request, study)})
 
 
@@ -245,7 +246,7 @@ def study_trials(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def study_status(request: HttpRequest, pk: int) -> JsonResponse:
     """What the study page polls: the signature, counts, best trial and jobs."""
-    study = study_or_404(pk)
+    study = study_or_404(request, pk)
     sig = charts.study_signature(study)
     counts = study.trial_counts()
     jobs = jobs_context(request, study)

@@ -26,7 +26,9 @@ MAX_CURVE_POINTS = 5000
 @login_required
 @require_GET
 def trial_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    trial = get_object_or_404(Trial.objects.select_related("study", "study__owner"), pk=pk)
+    readable = Study.objects.readable_by(request.user)
+    trials = Trial.objects.filter(study__in=readable).select_related("study", "study__owner")
+    trial = get_object_or_404(trials, pk=pk)
     study = trial.study
     directions = study.directions or ["minimize"]
     siblings = study.trials.order_by("number")
