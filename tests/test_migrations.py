@@ -76,3 +76,17 @@ def test_trial_summaries_are_filled_from_the_trials_already_stored():
     empty = Study.objects.get(name="empty")
     assert (empty.n_trials, empty.best_value, empty.last_activity) == (0, None, None)
     assert Trial.objects.count() == len(rows)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("back_to_latest")
+def test_studies_stored_before_teams_stay_internal_and_their_owners(settings, django_user_model):
+    settings.HUB_DEFAULT_VISIBILITY = "private"  # for new studies only
+    apps = migrate(SUMMARIES)
+    owner = apps.get_model("auth", "User").objects.create(username="old-owner")
+    apps.get_model("studies", "Study").objects.create(
+        name="old", directions=["minimize"], owner=owner
+    )
+    apps = migrate([("studies", "0008_teams_audit")])
+    old = apps.get_model("studies", "Study").objects.get(name="old")
+    assert (old.visibility, old.team_id, old.owner_id) == ("internal", None, owner.pk)
