@@ -373,6 +373,9 @@ HUB_DEFAULT_MAX_FAILED_TRIALS = envint("HUB_DEFAULT_MAX_FAILED_TRIALS", "10")
 HUB_MAX_ACTIVE_JOBS_PER_USER = envint("HUB_MAX_ACTIVE_JOBS_PER_USER", "10")
 # Slots (trials at once) of one user's jobs running on the workers; the rest wait.
 HUB_MAX_RUNNING_SLOTS_PER_USER = envint("HUB_MAX_RUNNING_SLOTS_PER_USER", "4")
+# The same for all the jobs on one team's studies, whoever started them.
+HUB_MAX_ACTIVE_JOBS_PER_TEAM = envint("HUB_MAX_ACTIVE_JOBS_PER_TEAM", "20")
+HUB_MAX_RUNNING_SLOTS_PER_TEAM = envint("HUB_MAX_RUNNING_SLOTS_PER_TEAM", "8")
 # A job's delay up to this many seconds is waited out in the worker; a longer one
 # frees the worker and the slot is queued again for its start time.
 HUB_DELAY_SLEEP_MAX = envint("HUB_DELAY_SLEEP_MAX", "5")

@@ -7,7 +7,8 @@ touch one row only are model or QuerySet methods (``Job.cancel``).
 Each raises ``PermissionDenied`` when ``user`` may not, and ``ConfigError``
 (naming every invalid field) for bad input, before anything is written; starting
 or retrying a job raises ``TooManyJobs`` (a PermissionDenied; the API's 429) when
-its user already has HUB_MAX_ACTIVE_JOBS_PER_USER active jobs.
+its user already has HUB_MAX_ACTIVE_JOBS_PER_USER active jobs (or the study's
+team HUB_MAX_ACTIVE_JOBS_PER_TEAM).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 
 from studies.config.errors import ConfigError
-from studies.jobs.base import TooManyJobs, max_active_jobs, slot_quotas
+from studies.jobs.base import TooManyJobs, max_active_jobs, max_team_active_jobs, slot_quotas
 from studies.jobs.options import clean_job_options
 from studies.jobs.tasks import enqueue_slots, ensure_watchdog_schedule
-from studies.models import AuditEntry, Job, JobSlot, Study
+from studies.models import AuditEntry, Job, JobSlot, Study, Team
 from studies.storage import get_storage
 
 NAME_TAKEN = ConfigError("name", "a study with this name already exists")
@@ -37,18 +38,29 @@ def _actor(user: Any) -> Any:
     return user if getattr(user, "pk", None) else None
 
 
-def _check_active_jobs(user: Any) -> None:
-    """Raise TooManyJobs when ``user`` may not have one more active job.
+def _check_active_jobs(user: Any, study: Study) -> None:
+    """Raise TooManyJobs when ``user`` (or the study's team) may not have one more active job.
 
-    Called in the transaction that adds the job, holding the user's row, so
-    requests at once cannot together pass the limit.
+    Called in the transaction that adds the job, holding the user's row and then
+    the team's (the order the workers take them in), so requests at once cannot
+    together pass a limit.
     """
-    if user is None:
-        return  # a job nobody started (a management command): no one's quota
-    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
-    active = Job.objects.active().filter(created_by=user).count()
-    if active >= max_active_jobs():
-        raise TooManyJobs(active, max_active_jobs())
+    if user is not None:  # None: a job nobody started (a management command)
+        list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+    if study.team_id is not None:
+        team = Team.objects.select_for_update().get(pk=study.team_id)
+        active = Job.objects.active().filter(study__team_id=team.pk).count()
+        if active >= max_team_active_jobs():
+            raise TooManyJobs(active, max_team_active_jobs(), team=team.name)
+    if user is not None:
+        active = Job.objects.active().filter(created_by=user).count()
+        if active >= max_active_jobs():
+            raise TooManyJobs(active, max_active_jobs())
+
+
+def _record_job(user: Any, action: str, job: Job, **detail: Any) -> None:
+    target = f"job {job.pk} on study {job.study.name}"
+    AuditEntry.record(_actor(user), action, target, study=job.study, job=job.pk, **detail)
 
 
 def do_create_study(user: Any, config: dict[str, Any]) -> Study:
@@ -78,16 +90,15 @@ def do_update_study(study: Study, user: Any, config: dict[str, Any]) -> Study:
             # (param_distributions) must not be undone.
             study.save(update_fields=[*config, "updated_at"])
             if changed:
-                entry = AuditEntry.record(
+                moved = {"from_team": team_before} if team_before != study.team_id else {}
+                AuditEntry.record(
                     _actor(user),
                     AuditEntry.STUDY_EDITED,
                     f"study {study.name}",
                     study=study,
                     fields=changed,
+                    **moved,
                 )
-                if team_before not in (None, study.team_id):  # the team it left sees it go
-                    entry.pk, entry.team_id = None, team_before
-                    entry.save()
     except IntegrityError:
         raise NAME_TAKEN from None
     return study
@@ -125,21 +136,14 @@ def do_start_job(study: Study, user: Any, **options: Any) -> Job:
     quotas = slot_quotas(options["n_trials"], options["concurrency"])
     creator = user if getattr(user, "pk", None) else None
     with transaction.atomic():
-        _check_active_jobs(creator)
+        _check_active_jobs(creator, study)
         job = Job.objects.create(
             study=study, created_by=creator, objective=study.objective, **options
         )
         JobSlot.objects.bulk_create(
             JobSlot(job=job, index=i, quota=quota) for i, quota in enumerate(quotas)
         )
-        AuditEntry.record(
-            creator,
-            AuditEntry.JOB_STARTED,
-            f"job {job.pk} on study {study.name}",
-            study=study,
-            job=job.pk,
-            n_trials=job.n_trials,
-        )
+        _record_job(creator, AuditEntry.JOB_STARTED, job, n_trials=job.n_trials)
         transaction.on_commit(lambda: enqueue_slots(job.pk))
     ensure_watchdog_schedule()
     return job
@@ -151,13 +155,7 @@ def do_cancel_job(job: Job, user: Any) -> bool:
     with transaction.atomic():
         cancelled = job.cancel()
         if cancelled:
-            AuditEntry.record(
-                _actor(user),
-                AuditEntry.JOB_CANCELLED,
-                f"job {job.pk} on study {job.study.name}",
-                study=job.study,
-                job=job.pk,
-            )
+            _record_job(user, AuditEntry.JOB_CANCELLED, job)
     return cancelled
 
 
@@ -170,16 +168,10 @@ def do_retry_job(job: Job, user: Any) -> bool:
     _check_can_edit(job.study, user, "retry its jobs")
     with transaction.atomic():
         if not job.is_active:
-            _check_active_jobs(job.created_by)  # the job is its creator's again
+            _check_active_jobs(job.created_by, job.study)  # the job is its creator's again
         retried = job.requeue()
         if retried:
-            AuditEntry.record(
-                _actor(user),
-                AuditEntry.JOB_RETRIED,
-                f"job {job.pk} on study {job.study.name}",
-                study=job.study,
-                job=job.pk,
-            )
+            _record_job(user, AuditEntry.JOB_RETRIED, job)
             transaction.on_commit(lambda: enqueue_slots(job.pk))
     job.refresh_from_db()
     return retried

@@ -3,7 +3,8 @@
 JobSerializer validates a job's options (studies.jobs.options, as the run form
 does) and starts it through studies.actions; a bad request is
 ``400 {field: [message]}`` naming every invalid field, and queues nothing. A user
-who already has HUB_MAX_ACTIVE_JOBS_PER_USER active jobs gets a 429 naming the limit.
+who already has HUB_MAX_ACTIVE_JOBS_PER_USER active jobs (or whose study's team
+has HUB_MAX_ACTIVE_JOBS_PER_TEAM) gets a 429 naming the limit.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ STUDY_ID = OpenApiParameter("study_id", int, OpenApiParameter.PATH, description=
 CONFLICT = {409: OpenApiResponse(description="The job has already ended.")}
 TOO_MANY = {
     429: OpenApiResponse(
-        description="The user already has HUB_MAX_ACTIVE_JOBS_PER_USER queued or running jobs."
+        description="The user (HUB_MAX_ACTIVE_JOBS_PER_USER) or the study's team "
+        "(HUB_MAX_ACTIVE_JOBS_PER_TEAM) already has its limit of queued or running jobs."
     )
 }
 

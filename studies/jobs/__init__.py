@@ -26,9 +26,11 @@ broker loses it. So the Job row is the truth and every task is idempotent:
   task got lost, and fails a job whose workers keep dying, with the reason.
 - Sharing the workers (``fair.py``): a user (a job's creator) has at most
   HUB_MAX_ACTIVE_JOBS_PER_USER active jobs (one more is a 429) and
-  HUB_MAX_RUNNING_SLOTS_PER_USER running slots. django-q2's queue is FIFO, so
-  fairness is decided when a worker picks a slot up: a slot whose user is at
-  the limit, or runs more slots than another user with a slot queued, is
+  HUB_MAX_RUNNING_SLOTS_PER_USER running slots, and the jobs on a team's
+  studies share the team's HUB_MAX_ACTIVE_JOBS_PER_TEAM and
+  HUB_MAX_RUNNING_SLOTS_PER_TEAM. django-q2's queue is FIFO, so
+  fairness is decided when a worker picks a slot up: a slot whose user or
+  team is at the limit, or runs more slots than another user with a slot queued, is
   *parked* (``JobSlot.waiting``; its task ends, the worker takes the next one)
   and a running slot hands itself back to the end of the queue between trials
   when another user has waited with two running slots fewer. Parked slots are

@@ -53,6 +53,14 @@ def max_running_slots() -> int:
     return settings.HUB_MAX_RUNNING_SLOTS_PER_USER
 
 
+def max_team_active_jobs() -> int:
+    return settings.HUB_MAX_ACTIVE_JOBS_PER_TEAM
+
+
+def max_team_running_slots() -> int:
+    return settings.HUB_MAX_RUNNING_SLOTS_PER_TEAM
+
+
 def delay_sleep_max() -> int:
     # A wait up to this long costs less in the worker than a round trip through
     # the queue, and the watchdog that wakes a parked slot runs only so often.
@@ -72,17 +80,19 @@ class SlotLost(Exception):
 
 
 class TooManyJobs(PermissionDenied):
-    """The user already has HUB_MAX_ACTIVE_JOBS_PER_USER queued or running jobs.
+    """The user (or the study's team) already has its limit of queued or running jobs.
 
-    The REST API answers it with a 429 and the run form shows it; being a
-    PermissionDenied, anything else (the admin's retry action) shows a 403 with
+    HUB_MAX_ACTIVE_JOBS_PER_USER, and HUB_MAX_ACTIVE_JOBS_PER_TEAM for a team's
+    studies. The REST API answers it with a 429 and the run form shows it; being
+    a PermissionDenied, anything else (the admin's retry action) shows a 403 with
     the message rather than a server error.
     """
 
-    def __init__(self, active: int, limit: int) -> None:
+    def __init__(self, active: int, limit: int, team: str | None = None) -> None:
+        who, setting = (f"team {team!r} has", "TEAM") if team else ("you have", "USER")
         super().__init__(
-            f"Too many active jobs: you have {active} queued or running "
-            f"(HUB_MAX_ACTIVE_JOBS_PER_USER is {limit}); wait for one to end or cancel one."
+            f"Too many active jobs: {who} {active} queued or running "
+            f"(HUB_MAX_ACTIVE_JOBS_PER_{setting} is {limit}); wait for one to end or cancel one."
         )
         self.active = active
         self.limit = limit

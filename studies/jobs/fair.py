@@ -12,8 +12,9 @@ worker either). Counts are over active jobs' unfinished slots:
 The rules, all checked when a worker picks up a slot (``admission``) or by the
 slot's own heartbeat thread (``should_yield``):
 
-- a user runs at most HUB_MAX_RUNNING_SLOTS_PER_USER slots; a slot picked up
-  beyond that is parked LIMIT;
+- a user runs at most HUB_MAX_RUNNING_SLOTS_PER_USER slots, and the jobs on one
+  team's studies at most HUB_MAX_RUNNING_SLOTS_PER_TEAM; a slot picked up
+  beyond either is parked LIMIT;
 - a slot whose user runs more slots than another user with a queued slot is
   parked TURN, so the worker takes the next task (FIFO) and the other user's
   slot gets a worker first;
@@ -34,7 +35,12 @@ from datetime import datetime, timedelta
 from django.db.models import Count, F, QuerySet
 from django.utils import timezone
 
-from studies.jobs.base import grace_period, heartbeat_interval, max_running_slots
+from studies.jobs.base import (
+    grace_period,
+    heartbeat_interval,
+    max_running_slots,
+    max_team_running_slots,
+)
 from studies.models import Job, JobSlot
 
 Owner = int | None  # a job's created_by_id
@@ -44,16 +50,26 @@ def active_slots() -> QuerySet[JobSlot]:
     return JobSlot.objects.filter(job__status__in=Job.ACTIVE, finished=False)
 
 
-def running_by_owner(now: datetime) -> Counter[Owner]:
+def running_slots(now: datetime) -> QuerySet[JobSlot]:
     stale = now - timedelta(seconds=grace_period())
-    rows = (
-        active_slots()
-        .exclude(token="")
-        .filter(heartbeat__gte=stale)
-        .values("job__created_by_id")
-        .annotate(n=Count("id"))
-    )
-    return Counter({row["job__created_by_id"]: row["n"] for row in rows})
+    return active_slots().exclude(token="").filter(heartbeat__gte=stale)
+
+
+def count_by(slots: QuerySet[JobSlot], column: str) -> Counter:
+    rows = slots.values(column).annotate(n=Count("id")).values_list(column, "n")
+    return Counter(dict(rows))
+
+
+def running_by_owner(now: datetime) -> Counter[Owner]:
+    return count_by(running_slots(now), "job__created_by_id")
+
+
+def running_by_team(now: datetime) -> Counter[int | None]:
+    return count_by(running_slots(now), "job__study__team_id")
+
+
+def team_is_full(team_id: int | None, running: Counter[int | None]) -> bool:
+    return team_id is not None and running[team_id] >= max_team_running_slots()
 
 
 def queued_slots() -> list[tuple[Owner, datetime | None, int]]:
@@ -65,13 +81,13 @@ def queued_slots() -> list[tuple[Owner, datetime | None, int]]:
 def admission(job: Job, now: datetime) -> str:
     """Whether a slot of ``job`` may start now: "" if it may, else LIMIT or TURN.
 
-    The caller holds the owner's row lock (runner.py), so two slots of one user
-    starting at once cannot both pass the limit.
+    The caller holds the owner's and the team's row locks (runner.py), so two
+    slots of one user or team starting at once cannot both pass the limit.
     """
     owner = job.created_by_id
     running = running_by_owner(now)
     mine = running[owner]
-    if mine >= max_running_slots():
+    if mine >= max_running_slots() or team_is_full(job.study.team_id, running_by_team(now)):
         return JobSlot.LIMIT
     for other, _, _ in queued_slots():
         if other != owner and running[other] < mine:
@@ -106,20 +122,24 @@ def wake_slots(now: datetime | None = None) -> list[JobSlot]:
     LIMIT instead, which is then why it waits.
     """
     now = now or timezone.now()
-    parked = list(active_slots().filter(token="").exclude(waiting="").select_related("job"))
+    parked = active_slots().filter(token="").exclude(waiting="")
+    parked = list(parked.select_related("job__study"))
     if not parked:
         return []
     running = running_by_owner(now)
     queued = queued_slots()
     busy = running + Counter(owner for owner, _, _ in queued)
+    team_busy = running_by_team(now) + count_by(
+        active_slots().filter(token="", waiting=""), "job__study__team_id"
+    )
     limit = max_running_slots()
     parked.sort(key=lambda s: (running[s.job.created_by_id], s.enqueued_at or now, s.pk))
     woken = []
     for slot in parked:
-        owner = slot.job.created_by_id
+        owner, team = slot.job.created_by_id, slot.job.study.team_id
         if slot.waiting == JobSlot.DELAY and slot.start_at and slot.start_at > now:
             continue
-        if busy[owner] >= limit:
+        if busy[owner] >= limit or team_is_full(team, team_busy):
             if slot.waiting == JobSlot.DELAY:
                 JobSlot.objects.filter(pk=slot.pk, token="", waiting=JobSlot.DELAY).update(
                     waiting=JobSlot.LIMIT
@@ -134,6 +154,7 @@ def wake_slots(now: datetime | None = None) -> list[JobSlot]:
         )
         if took:
             busy[owner] += 1
+            team_busy[team] += 1
             woken.append(slot)
     return woken
 
@@ -153,13 +174,25 @@ def waiting_reason(job: Job, now: datetime | None = None) -> str:
     waiting = {slot.waiting for slot in slots}
     if JobSlot.LIMIT in waiting:
         running = running_by_owner(now)[job.created_by_id]
-        slots_word = "slot" if running == 1 else "slots"
-        return f"waiting: you have {running} running {slots_word} (limit {max_running_slots()})"
+        if running < max_running_slots() and job.study.team_id is not None:
+            team_running = running_by_team(now)[job.study.team_id]
+            return (
+                f"waiting: team {job.study.team.name} has {team_running} running "
+                f"{plural(team_running, 'slot')} (limit {max_team_running_slots()})"
+            )
+        return (
+            f"waiting: you have {running} running {plural(running, 'slot')} "
+            f"(limit {max_running_slots()})"
+        )
     delayed = [s.start_at for s in slots if s.waiting == JobSlot.DELAY and s.start_at]
     if delayed and len(delayed) == len(slots):
         start = timezone.localtime(min(delayed))
         return f"next trial at {start:%H:%M:%S} (delay)"
     return f"waiting for a free worker, {ahead_of(job, slots, now)} ahead"
+
+
+def plural(n: int, word: str) -> str:
+    return word if n == 1 else f"{word}s"
 
 
 def ahead_of(job: Job, slots: list[JobSlot], now: datetime) -> int:

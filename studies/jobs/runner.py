@@ -40,7 +40,7 @@ from studies.jobs.base import (
 from studies.jobs.job_storage import JOB_TABLE
 from studies.jobs.modes import DurableRun, MemoryRun
 from studies.jobs.stopping import rule_met
-from studies.models import Job, JobSlot
+from studies.models import Job, JobSlot, Team
 from studies.objectives.base import RunContext
 from studies.objectives.command import TrialStopped
 
@@ -89,6 +89,9 @@ class SlotRunner:
                 # One user's slots start one at a time, so the limit holds.
                 owner = get_user_model().objects.select_for_update().filter(pk=job.created_by_id)
                 list(owner.values_list("pk", flat=True))
+            if job.study.team_id is not None:  # and one team's, for the team's limit
+                team = Team.objects.select_for_update().filter(pk=job.study.team_id)
+                list(team.values_list("pk", flat=True))
             now = timezone.now()
             stale = now - timedelta(seconds=grace_period())
             free = Q(token="") | Q(heartbeat__isnull=True) | Q(heartbeat__lt=stale)
