@@ -6,7 +6,10 @@ Every query is of the requesting user's tokens, so another user's token is a
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.db.models import QuerySet
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
@@ -17,7 +20,7 @@ from studies.api.base import ERRORS, APIViewSet
 from studies.api.tokens import NewTokenFields
 from studies.models import ApiToken
 from studies.models.team import SCOPES, WRITE
-from studies.models.token import MAX_NAME_LENGTH, token_limit_error
+from studies.models.token import MAX_EXPIRY_DAYS, MAX_NAME_LENGTH, token_limit_error
 from studies.teams import NoSuchTeam, team_for
 
 TOKEN_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The token's id.")
@@ -55,6 +58,25 @@ class CreateTokenSerializer(NewTokenFields):
     team = serializers.IntegerField(
         required=False, allow_null=True, help_text="Limit the token to this team's studies."
     )
+    expires_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text=f"ISO 8601; within {MAX_EXPIRY_DAYS} days. Or give expires_in_days.",
+    )
+
+    def validate_expires_at(self, value: datetime | None) -> datetime | None:
+        now = timezone.now()
+        if value is not None and value <= now:
+            raise serializers.ValidationError("must be in the future")
+        if value is not None and value > now + timedelta(days=MAX_EXPIRY_DAYS):
+            raise serializers.ValidationError(f"must be within {MAX_EXPIRY_DAYS} days")
+        return value
+
+    def validate(self, data: dict) -> dict:
+        if data.get("expires_at") and data.get("expires_in_days"):
+            message = "give expires_at or expires_in_days, not both"
+            raise serializers.ValidationError({"expires_at": [message]})
+        return data
 
 
 class ApiTokenViewSet(APIViewSet):
@@ -96,6 +118,7 @@ class ApiTokenViewSet(APIViewSet):
             request.user,
             data["name"],
             data.get("expires_in_days"),
+            expires_at=data.get("expires_at"),
             scope=data["scope"],
             team=team,
         )

@@ -5,10 +5,12 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
+from studies.api.audit import AuditViewSet
 from studies.api.base import ID, not_found
 from studies.api.jobs import JobViewSet, ObjectiveViewSet, StudyJobViewSet
 from studies.api.remote_storage import storage_call
 from studies.api.studies import StudyViewSet
+from studies.api.teams import TeamViewSet
 from studies.api.token_views import ApiTokenViewSet
 from studies.api.tokens import ObtainAuthToken
 from studies.api.trials import StudyTrialViewSet, TrialViewSet
@@ -23,6 +25,8 @@ router.register("trials", TrialViewSet, basename="api-trial")
 router.register("jobs", JobViewSet, basename="api-job")
 router.register("objectives", ObjectiveViewSet, basename="api-objective")
 router.register("tokens", ApiTokenViewSet, basename="api-token-own")
+router.register("teams", TeamViewSet, basename="api-team")
+router.register("audit", AuditViewSet, basename="api-audit")
 
 urlpatterns = [
     path("auth/token/", ObtainAuthToken.as_view(), name="api-token"),
