@@ -1,30 +1,75 @@
-"""The admin for operations. Optuna owns trial data, so trials are read-only here."""
+"""The admin for operations. Optuna owns trial data, so trials are read-only here.
+
+Changes made here are audited like those made elsewhere (``via`` "admin"); the
+audit trail itself is read-only.
+"""
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.utils.html import format_html
 
 from studies.actions import do_cancel_job, do_delete_study, do_retry_job
 from studies.config.errors import ConfigError
-from studies.models import ApiToken, CommandObjective, Job, Study, Trial
+from studies.models import (
+    ApiToken,
+    AuditEntry,
+    CommandObjective,
+    Job,
+    Membership,
+    Study,
+    Team,
+    Trial,
+)
+from studies.models.team import ADMIN
 from studies.objectives.registry import check_command_objective
 
 
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "directions", "objective", "created_at", "page_link")
-    list_filter = ("objective",)
+    list_display = (
+        "name",
+        "owner",
+        "team",
+        "visibility",
+        "directions",
+        "objective",
+        "created_at",
+        "page_link",
+    )
+    list_filter = ("visibility", "objective", "team")
     search_fields = ("name",)
     raw_id_fields = ("owner",)
-    readonly_fields = ("directions", "user_attrs", "system_attrs", "param_distributions")
+    list_select_related = ("owner", "team")
+    # The configuration is edited where it is validated (the study's page, the
+    # API); a plain text box here would store whatever is typed into it.
+    readonly_fields = (
+        "directions",
+        "sampler",
+        "pruner",
+        "search_space",
+        "user_attrs",
+        "system_attrs",
+        "param_distributions",
+    )
 
     def save_model(self, request, obj: Study, form, change: bool) -> None:
         # Only what the form changed: the trial summary and Optuna's attributes
         # move while trials run, and saving the whole row would put old values back.
         if change:
             obj.save(update_fields=[*form.changed_data, "updated_at"])
+            if form.changed_data:
+                AuditEntry.record(
+                    request.user,
+                    AuditEntry.STUDY_EDITED,
+                    f"study {obj.name}",
+                    study=obj,
+                    fields=sorted(form.changed_data),
+                )
         else:
             obj.save()
+            target = f"study {obj.name}"
+            AuditEntry.record(request.user, AuditEntry.STUDY_CREATED, target, study=obj)
 
     def delete_model(self, request, obj: Study) -> None:
         do_delete_study(obj, request.user)
@@ -180,6 +225,81 @@ class CommandObjectiveAdmin(admin.ModelAdmin):
     list_filter = ("enabled",)
     search_fields = ("name", "description")
 
+    def save_model(self, request, obj: CommandObjective, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and not form.changed_data:
+            return
+        action = AuditEntry.COMMAND_CHANGED if change else AuditEntry.COMMAND_REGISTERED
+        fields = sorted(form.changed_data) if change else []
+        AuditEntry.record(
+            request.user, action, f"command objective {obj.name}", argv=obj.argv, fields=fields
+        )
+
+
+class MembershipFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        kept = [
+            form.cleaned_data
+            for form in self.forms
+            if form.cleaned_data and not form.cleaned_data.get("DELETE")
+        ]
+        if not any(data.get("role") == ADMIN for data in kept):
+            raise ValidationError("A team needs at least one admin.")
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    formset = MembershipFormSet
+    raw_id_fields = ("user",)
+    extra = 1
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("name", "created_at")
+    search_fields = ("name", "memberships__user__username")
+    inlines = [MembershipInline]
+
+    def save_model(self, request, obj: Team, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change:
+            AuditEntry.record(request.user, AuditEntry.TEAM_CREATED, f"team {obj}", team_id=obj.pk)
+
+    def save_formset(self, request, form, formset, change: bool) -> None:
+        # From the rows: validating the forms already changed their instances.
+        before = dict(Membership.objects.filter(team=form.instance).values_list("pk", "role"))
+        super().save_formset(request, form, formset, change)
+        team = form.instance
+        changes = [(AuditEntry.MEMBER_ADDED, m) for m in formset.new_objects]
+        changes += [(AuditEntry.ROLE_CHANGED, m) for m, _ in formset.changed_objects]
+        changes += [(AuditEntry.MEMBER_REMOVED, m) for m in formset.deleted_objects]
+        for action, membership in changes:
+            detail = {"member": membership.user.username, "role": membership.role}
+            if action == AuditEntry.ROLE_CHANGED:
+                detail["before"] = before.get(membership.pk)
+            target = f"{membership.user.username} in team {team}"
+            AuditEntry.record(request.user, action, target, team_id=team.pk, **detail)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """The audit trail, to read: nothing here adds, changes or deletes an entry."""
+
+    list_display = ("at", "actor_name", "action", "target", "via", "address")
+    list_filter = ("action", "via")
+    search_fields = ("actor_name", "target")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
@@ -189,14 +309,25 @@ class ApiTokenAdmin(admin.ModelAdmin):
         "name",
         "user",
         "prefix",
+        "scope",
+        "team",
         "created_at",
         "last_used_at",
         "expires_at",
         "revoked_at",
     )
-    list_filter = ("revoked_at",)
+    list_filter = ("revoked_at", "scope")
     search_fields = ("name", "prefix", "user__username")
-    readonly_fields = ("user", "name", "prefix", "created_at", "last_used_at", "expires_at")
+    readonly_fields = (
+        "user",
+        "name",
+        "prefix",
+        "scope",
+        "team",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+    )
     exclude = ("key_hash",)
     actions = ["revoke"]
 
