@@ -1,6 +1,6 @@
 from django.urls import path
 
-from studies.views import assets, charts, jobs, studies, study_page, tokens, trials
+from studies.views import assets, charts, jobs, studies, study_page, teams, tokens, trials
 
 app_name = "studies"
 
@@ -19,6 +19,13 @@ urlpatterns = [
     path("trials/<int:pk>/", trials.trial_detail, name="trial"),
     path("tokens/", tokens.token_list, name="tokens"),
     path("tokens/<int:pk>/revoke/", tokens.token_revoke, name="token_revoke"),
+    path("teams/", teams.team_list, name="teams"),
+    path("teams/<int:pk>/", teams.team_detail, name="team"),
+    path("teams/<int:pk>/members/add/", teams.member_add, name="member_add"),
+    path("teams/<int:pk>/members/<str:username>/role/", teams.member_role, name="member_role"),
+    path(
+        "teams/<int:pk>/members/<str:username>/remove/", teams.member_remove, name="member_remove"
+    ),
     path("client/<str:filename>", assets.client_wheel, name="client_wheel"),
     path("vendor/plotly-<str:version>.min.js", assets.plotly_js, name="plotly_js"),
 ]

@@ -1,4 +1,4 @@
-"""A study's page: summary or Pareto set, jobs, charts, trials table, configuration.
+"""A study's page: summary or Pareto set, jobs, charts, trials table, activity, configuration.
 
 The page polls ``study_status`` and refetches the trials table
 (``study_trials``) and the charts only when the trial-count signature changes.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.paginator import Paginator
@@ -21,7 +22,7 @@ from optuna.trial import TrialState
 
 from studies import charts
 from studies.api.job_serializers import JobSerializer
-from studies.models import Job, Study
+from studies.models import AuditEntry, Job, Study
 from studies.views.assets import plotly_version
 from studies.views.common import objective_labels
 
@@ -219,6 +220,9 @@ def study_page_context(request: HttpRequest, study: Study) -> dict[str, Any]:
         "run_form": {"n_trials": 100, "timeout": "", "concurrency": 1},
         "plotly_version": plotly_version(),
         "run_errors": {},
+        "activity": list(
+            AuditEntry.objects.filter(study_id=study.pk)[: settings.HUB_ACTIVITY_ON_STUDY_PAGE]
+        ),
     }
 
 

@@ -1,6 +1,12 @@
-"""The API tokens page: create a named token (its key shown once), list and revoke one's own."""
+"""The API tokens page: create a named token (its key shown once), list and revoke one's own.
+
+A token may be narrowed when made: a ``read`` scope never writes, and a team
+limits it to that team's studies.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from django import forms
 from django.contrib import messages
@@ -12,7 +18,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from studies.client_package import wheel_name
 from studies.models import ApiToken
+from studies.models.team import SCOPES, WRITE
 from studies.models.token import MAX_EXPIRY_DAYS, MAX_NAME_LENGTH, token_limit_error
+from studies.teams import teams_of
 
 
 class TokenForm(forms.Form):
@@ -27,6 +35,26 @@ class TokenForm(forms.Form):
         required=False,
         help_text="Empty: until revoked.",
     )
+    scope = forms.ChoiceField(
+        choices=[(s, s) for s in SCOPES],
+        initial=WRITE,
+        required=False,  # scripts that post only a name get what they always got
+        help_text="read: the token may only read; write: it may do what you may.",
+    )
+    team = forms.ModelChoiceField(
+        queryset=None,
+        required=False,
+        empty_label="Any of my studies",
+        error_messages={"invalid_choice": "is not a team of yours."},
+        help_text="Set: the token sees and changes only that team's studies.",
+    )
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = teams_of(user)
+
+    def clean_scope(self) -> str:
+        return self.cleaned_data["scope"] or WRITE
 
 
 def hub_url(request: HttpRequest) -> str:
@@ -37,17 +65,22 @@ def hub_url(request: HttpRequest) -> str:
 @login_required
 @require_http_methods(["GET", "POST"])
 def token_list(request: HttpRequest) -> HttpResponse:
-    form = TokenForm(request.POST if request.method == "POST" else None)
+    form = TokenForm(request.POST if request.method == "POST" else None, user=request.user)
     new_key = None
     if form.is_valid():
         if error := token_limit_error(request.user):
             form.add_error(None, error)
         else:
+            data = form.cleaned_data
             _, new_key = ApiToken.issue(
-                request.user, form.cleaned_data["name"], form.cleaned_data["expires_in_days"]
+                request.user,
+                data["name"],
+                data["expires_in_days"],
+                scope=data["scope"],
+                team=data["team"],
             )
-            form = TokenForm()
-    tokens = ApiToken.objects.filter(user=request.user).unrevoked()
+            form = TokenForm(user=request.user)
+    tokens = ApiToken.objects.filter(user=request.user).unrevoked().select_related("team")
     return render(
         request,
         "studies/tokens.html",
