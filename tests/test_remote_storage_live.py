@@ -25,7 +25,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from studies.client_package import build_wheel, wheel_name
-from studies.models import Study, Trial
+from studies.models import ApiToken, Study, Trial
+from studies.teams import do_add_member, do_create_team
 from tests.conftest import BASE_DIR, run_suite_elsewhere, token_for, wait_for
 
 pytestmark = pytest.mark.slow
@@ -434,3 +435,52 @@ def test_writes_held_back_are_sent_when_the_client_exits(hub_server, client_pyth
     assert left.state == TrialState.RUNNING
     assert left.user_attrs == {"left": "before its tell"}
     assert "x" in left.params
+
+
+HIDDEN = """
+    import optuna
+    from optuna_hub_client import HubPermissionError, HubStorage
+    storage = HubStorage()
+    print("listed:", sorted(optuna.get_all_study_names(storage=storage)))
+    for name in ("secret", "nobody"):
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError as e:
+            print("missing:", e)
+            continue
+        print("reads:", len(study.trials))
+        try:
+            study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+        except HubPermissionError as e:
+            print("refused:", e)
+"""
+
+
+def test_a_private_team_study_is_hidden_from_outsiders_and_read_only_to_a_read_token(
+    hub_server, client_python, alice, bob, django_user_model
+):
+    team = do_create_team(alice, "vision")
+    carol = django_user_model.objects.create_user("carol")
+    do_add_member(team, alice, "carol", "editor")
+    # Alice's token is limited to the team: the study she creates goes into it.
+    alices = ApiToken.issue(alice, "laptop", team=team)[1]
+    run_client(client_python, hub_server, alices, """
+        import optuna
+        from optuna_hub_client import HubStorage
+        study = optuna.create_study(study_name="secret", storage=HubStorage())
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    """)  # fmt: skip
+    Study.objects.filter(name="secret").update(visibility="private")
+    assert Study.objects.get(name="secret").team == team
+
+    outsider = run_client(client_python, hub_server, token_for(bob), HIDDEN)
+    assert outsider.splitlines() == [
+        "listed: []",
+        "missing: 'No such study secret.'",
+        "missing: 'No such study nobody.'",
+    ]
+    read_only = ApiToken.issue(carol, "ro", scope="read")[1]
+    reader = run_client(client_python, hub_server, read_only, HIDDEN)
+    assert "listed: ['secret']" in reader and "reads: 2" in reader
+    assert "refused: This API token's scope is read: it may only read." in reader
+    assert Trial.objects.filter(study__name="secret").count() == 2
