@@ -88,7 +88,7 @@ def load_every_chart(page) -> None:  # noqa: ANN001
 
 
 def test_a_user_creates_runs_and_explores_a_study_in_the_browser(
-    page, alice, hub_server, start_qcluster, tmp_path
+    page, alice, bob, hub_server, start_qcluster, tmp_path
 ):
     start_qcluster()
 
@@ -198,6 +198,27 @@ def test_a_user_creates_runs_and_explores_a_study_in_the_browser(
     download_info.value.save_as(path)
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
     assert len(rows) == study.trials.count()
+
+    # A team: create it, add a viewer, and move the study into it, private.
+    page.click("nav >> text=Teams")
+    page.fill("#id_name", "vision")
+    page.click("button:has-text('Create team')")
+    page.locator("h1:has-text('vision')").wait_for()
+    page.fill("#id_username", "bob")
+    page.select_option("#add-member select[name=role]", "viewer")
+    page.click("button:has-text('Add member')")
+    assert "bob" in page.inner_text("#member-table")
+    page.goto(f"/studies/{study.pk}/edit/")
+    page.select_option("#id_team", label="Team vision")
+    page.select_option("#id_visibility", "private")
+    page.click("button:has-text('Save changes')")
+    page.wait_for_url(f"{hub_server}/studies/{study.pk}/")
+    study.refresh_from_db()
+    assert (study.team.name, study.visibility) == ("vision", "private")
+    assert "study.edited" in page.inner_text("#activity-table")
+    page.goto(f"/teams/{study.team_id}/")
+    assert "sgd-digits" in page.inner_text("#team-study-table")
+    shoot(page, "team")
 
     if SCREENSHOTS:
         take_list_and_compare_screenshots(page, study, alice)
