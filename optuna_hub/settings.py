@@ -393,6 +393,20 @@ HUB_STORAGE_IDEMPOTENCY_HOURS = envint("HUB_STORAGE_IDEMPOTENCY_HOURS", "24")
 # Intermediate values (reports) of one trial: each report rewrites them all.
 HUB_MAX_INTERMEDIATE_VALUES = envint("HUB_MAX_INTERMEDIATE_VALUES", "10000")
 
+# Operations (issue #13, studies/ops/): health, metrics, logs.
+# /metrics answers a request bearing "Authorization: Bearer <HUB_METRICS_TOKEN>"
+# (when set) or coming from one of HUB_METRICS_ALLOWED_IPS; anything else is a 404.
+HUB_METRICS_TOKEN = os.environ.get("HUB_METRICS_TOKEN", "")
+HUB_METRICS_ALLOWED_IPS = envlist("HUB_METRICS_ALLOWED_IPS", "127.0.0.1,::1")
+# Per-study series (trials by state per study) are off: their number grows with the hub.
+HUB_METRICS_PER_STUDY = envbool("HUB_METRICS_PER_STUDY", "0")
+# /readyz wants a worker cluster whose heartbeat is at most this many seconds old.
+HUB_READY_CLUSTER_MAX_AGE = envint("HUB_READY_CLUSTER_MAX_AGE", "120")
+# "text" (one line per request or job event) or "json" (one JSON object per line).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured('LOG_FORMAT must be "text" or "json"')
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
