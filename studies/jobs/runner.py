@@ -270,6 +270,13 @@ class SlotRunner:
                 # The study was deleted under the running trial (its jobs were
                 # cancelled first): nothing is left to write to.
                 return f"job {self.job.pk} slot {self.slot.index}: its study was deleted"
+            if not self.holds_lease():
+                # This worker was thought dead (frozen, or cut off) and another took
+                # the slot over; what failed here (telling a trial the watchdog had
+                # failed) is this worker's, not the job's.
+                slot = f"job {self.job.pk} slot {self.slot.index}"
+                logger.warning("%s: lost its lease, then failed: %s", slot, e)
+                return f"{slot}: taken over by another task"
             logger.exception("job %s slot %s failed", self.job.pk, self.slot.index)
             summary = "".join(traceback.format_exception_only(type(e), e)).strip()
             finish(self.job.pk, Job.FAILED, "error", f"slot {self.slot.index}: {summary}")
@@ -286,6 +293,11 @@ class SlotRunner:
             return f"job {self.job.pk} slot {self.slot.index}: handed over to a new task"
         self.release(finished=True)
         return f"job {self.job.pk} slot {self.slot.index}: done ({self.stop_reason})"
+
+    def holds_lease(self) -> bool:
+        if self.heartbeat.lost.is_set():
+            return False
+        return JobSlot.objects.filter(pk=self.slot.pk, token=self.token).exists()
 
     def release(self, finished: bool = False, waiting: str = "") -> None:
         JobSlot.objects.filter(pk=self.slot.pk, token=self.token).update(
