@@ -101,6 +101,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so it times everything and every response carries the X-Request-ID.
+    "studies.middleware.request_middleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -394,15 +396,34 @@ HUB_STORAGE_IDEMPOTENCY_HOURS = envint("HUB_STORAGE_IDEMPOTENCY_HOURS", "24")
 HUB_MAX_INTERMEDIATE_VALUES = envint("HUB_MAX_INTERMEDIATE_VALUES", "10000")
 
 # Operations (issue #13, studies/ops/): health, metrics, logs.
+# /healthz says the process answers; /readyz checks the database, the migrations,
+# the broker and a live worker cluster (200, or 503 with each check's result).
+# Probes may come over plain HTTP even when HUB_HTTPS redirects everything else.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # /metrics answers a request bearing "Authorization: Bearer <HUB_METRICS_TOKEN>"
-# (when set) or coming from one of HUB_METRICS_ALLOWED_IPS; anything else is a 404.
+# (when set) or coming from one of HUB_METRICS_ALLOWED_IPS (addresses or networks
+# such as 10.0.0.0/8); anything else is a 404, a wrong token from any address too.
 HUB_METRICS_TOKEN = os.environ.get("HUB_METRICS_TOKEN", "")
 HUB_METRICS_ALLOWED_IPS = envlist("HUB_METRICS_ALLOWED_IPS", "127.0.0.1,::1")
 # Per-study series (trials by state per study) are off: their number grows with the hub.
 HUB_METRICS_PER_STUDY = envbool("HUB_METRICS_PER_STUDY", "0")
 # /readyz wants a worker cluster whose heartbeat is at most this many seconds old.
+# (A cluster saves its stats every 0.5 s and they expire after 3 s, so this
+# bound matters only against a host whose clock is off.)
 HUB_READY_CLUSTER_MAX_AGE = envint("HUB_READY_CLUSTER_MAX_AGE", "120")
-# "text" (one line per request or job event) or "json" (one JSON object per line).
+# The worker clusters' stats, which /readyz and /metrics read: in Redis with the
+# Redis broker; with the ORM broker django-q2 keeps them in a Django cache, which
+# must be one the web processes share (the default cache is per process): a file
+# cache, so the ORM broker's web and workers must share a machine for /readyz.
+if not REDIS_URL:
+    CACHES["cluster_stats"] = {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": VAR_DIR / "cluster-stats",
+        "KEY_FUNCTION": "studies.ops.clusters.stats_key",
+    }
+    Q_CLUSTER["cache"] = "cluster_stats"
+# "text" (one line per request or job event) or "json" (one JSON object per line,
+# every log record: the request's fields, its request_id, a job's event).
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
 if LOG_FORMAT not in ("text", "json"):
     raise ImproperlyConfigured('LOG_FORMAT must be "text" or "json"')
@@ -410,7 +431,15 @@ if LOG_FORMAT not in ("text", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "studies.ops.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
-    "loggers": {"django_q": {"level": os.environ.get("LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "django_q": {"level": os.environ.get("LOG_LEVEL", "INFO")},
+        # optuna_hub.requests: one line per request; optuna_hub.jobs: jobs started and ended.
+        "optuna_hub": {"level": os.environ.get("LOG_LEVEL", "INFO")},
+    },
 }

@@ -13,6 +13,7 @@ team HUB_MAX_ACTIVE_JOBS_PER_TEAM).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -25,6 +26,8 @@ from studies.jobs.options import clean_job_options
 from studies.jobs.tasks import enqueue_slots, ensure_watchdog_schedule
 from studies.models import AuditEntry, Job, JobSlot, Study, Team
 from studies.storage import get_storage
+
+jobs_logger = logging.getLogger("optuna_hub.jobs")
 
 NAME_TAKEN = ConfigError("name", "a study with this name already exists")
 
@@ -61,6 +64,20 @@ def _check_active_jobs(user: Any, study: Study) -> None:
 def _record_job(user: Any, action: str, job: Job, **detail: Any) -> None:
     target = f"job {job.pk} on study {job.study.name}"
     AuditEntry.record(_actor(user), action, target, study=job.study, job=job.pk, **detail)
+
+
+def _log_job(event: str, job: Job, user: Any, more: str = "") -> None:
+    """The job's log line (optuna_hub.jobs), once its change is committed."""
+    user_id = getattr(user, "pk", None)
+    jobs_logger.info(
+        "job %s %s on study %s by user %s%s",
+        job.pk,
+        event,
+        job.study_id,
+        user_id or "-",
+        more,
+        extra={"event": f"job_{event}", "job": job.pk, "study": job.study_id, "user": user_id},
+    )
 
 
 def do_create_study(user: Any, config: dict[str, Any]) -> Study:
@@ -146,6 +163,7 @@ def do_start_job(study: Study, user: Any, **options: Any) -> Job:
         _record_job(creator, AuditEntry.JOB_STARTED, job, n_trials=job.n_trials)
         transaction.on_commit(lambda: enqueue_slots(job.pk))
     ensure_watchdog_schedule()
+    _log_job("started", job, creator, f": {job.n_trials} trials, concurrency {job.concurrency}")
     return job
 
 
@@ -156,6 +174,8 @@ def do_cancel_job(job: Job, user: Any) -> bool:
         cancelled = job.cancel()
         if cancelled:
             _record_job(user, AuditEntry.JOB_CANCELLED, job)
+    if cancelled:
+        _log_job("cancelled", job, user)
     return cancelled
 
 
@@ -174,4 +194,6 @@ def do_retry_job(job: Job, user: Any) -> bool:
             _record_job(user, AuditEntry.JOB_RETRIED, job)
             transaction.on_commit(lambda: enqueue_slots(job.pk))
     job.refresh_from_db()
+    if retried:
+        _log_job("retried", job, user)
     return retried

@@ -36,6 +36,7 @@ from studies.config.search_space import (
 )
 from studies.config.study import check_compatible
 from studies.models import Study, Trial, json_safe
+from studies.ops.metrics import count_ask, count_tell
 from studies.storage import get_storage, optuna_study_for
 
 CACHE_SIZE = 64
@@ -83,6 +84,7 @@ def ask(study: Study, search_space: SearchSpace | None = None) -> dict[str, Any]
     with still_there("study"):
         optuna_study = cached_study(study)
         trial = optuna_study.ask()
+    count_ask("api")
     try:
         params = suggest(trial, space)
     except (ValueError, TypeError) as e:
@@ -213,6 +215,7 @@ def tell(trial: Trial, values: list[float | None] | None, state: TrialState | No
         try:
             with finishing(optuna_study):
                 optuna_study.tell(trial.number, values, state=state)
+            count_tell("api", state)
         except (UpdateFinishedTrialError, ValueError):
             # Another request finished it first (or it is not running any more).
             trial.refresh_from_db()

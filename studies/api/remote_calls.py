@@ -40,6 +40,7 @@ from studies.config.study import (
 )
 from studies.models import AuditEntry, JobTrial, Study, Trial
 from studies.models.team import READ, read_rights, token_limits, write_rights
+from studies.ops.metrics import count_ask, count_tell
 from studies.storage import DjangoStorage
 from studies.storage.sqlite import write_transaction
 
@@ -291,6 +292,8 @@ def create_new_trial(call: Call) -> dict[str, Any]:
     template = template_from_args(call)
     writable_study(call, study_id)
     trial_id = call.storage.create_new_trial(study_id, template_trial=template)
+    if template is None:
+        count_ask("remote")  # Optuna's ask (a template is add_trial, enqueue, copy)
     return _wire.trial_to_wire(call.storage.get_trial(trial_id))
 
 
@@ -321,6 +324,10 @@ def set_trial_state_values(call: Call) -> dict[str, Any]:
     state = TrialState[state_name]
     writable_trial(call, trial_id)
     updated = call.storage.set_trial_state_values(trial_id, state, values)
+    if updated and state == TrialState.RUNNING:
+        count_ask("remote")  # Optuna's ask of an enqueued trial
+    elif updated and state.is_finished():
+        count_tell("remote", state)
     # The client keeps the trial it changed: no get_trial follows.
     trial = call.storage.get_trial(trial_id) if updated else None
     return {"updated": updated, "trial": trial and _wire.trial_to_wire(trial)}

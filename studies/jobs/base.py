@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -26,6 +27,8 @@ MAX_DELAY = 86_400
 # kills its worker (out of memory, a crash in native code).
 MAX_TRIAL_RETRIES = 3
 WATCHDOG_SCHEDULE = "optuna-hub job watchdog"
+
+jobs_logger = logging.getLogger("optuna_hub.jobs")
 
 
 def heartbeat_interval() -> int:
@@ -134,6 +137,9 @@ def finish(job_id: int, status: str, reason: str, error: str = "", detail: str =
                 status=status,
                 reason=reason,
             )
+    if finished:
+        extra = {"event": "job_finished", "job": job_id, "status": status, "reason": reason}
+        jobs_logger.info("job %s finished: %s (%s)", job_id, status, reason, extra=extra)
     return bool(finished)
 
 

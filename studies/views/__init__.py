@@ -22,6 +22,7 @@ The map of pages, by module:
 - ``charts.py``: one chart's JSON, and the page comparing studies;
 - ``tokens.py``: the user's API tokens (create with a scope and a team, list, revoke);
 - ``teams.py``: the user's teams (and creating one), a team's page, its members;
+- ``ops.py``: ``/healthz``, ``/readyz`` and ``/metrics`` for operators (``studies.ops``);
 - ``assets.py``: the hub's plotly.js bundle (``studies/vendor/``) and the client wheel;
 - ``common.py``: what several pages share (the "only the owner" page).
 """

@@ -28,6 +28,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from studies.jobs.base import counted_trials
 from studies.jobs.tasks import busy_workers, check_jobs, hand_back
 from studies.models import Job
+from studies.ops.metrics import fresh_multiprocess_dir
 
 # How long the web server and an idle cluster get to stop before SIGKILL.
 STOP_TIMEOUT = 30
@@ -60,7 +61,14 @@ class Command(BaseCommand):
         # Each in its own process group, so Ctrl-C reaches only this command, which
         # stops each one once: django-q2's cluster hangs when its workers get the
         # terminal's SIGINT as well as its sentinel's stop.
-        processes = [subprocess.Popen(argv, start_new_session=True) for argv in (web, cluster)]
+        # The web processes count requests, asks and tells in files there, so /metrics
+        # adds up all of them whichever one answers (prometheus_client's multiprocess mode).
+        metrics_dir = fresh_multiprocess_dir(settings.VAR_DIR)
+        web_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+        processes = [
+            subprocess.Popen(web, start_new_session=True, env=web_env),
+            subprocess.Popen(cluster, start_new_session=True),
+        ]
         self.stdout.write(
             f"Optuna Hub is running at http://{options['addrport']}/ "
             f"(database: {settings.DATABASES['default']['NAME']}). Ctrl-C stops it."
