@@ -84,10 +84,12 @@ def admission(job: Job, now: datetime) -> str:
     The caller holds the owner's and the team's row locks (runner.py), so two
     slots of one user or team starting at once cannot both pass the limit.
     """
-    owner = job.created_by_id
+    owner, team = job.created_by_id, job.study.team_id
     running = running_by_owner(now)
     mine = running[owner]
-    if mine >= max_running_slots() or team_is_full(job.study.team_id, running_by_team(now)):
+    if mine >= max_running_slots():
+        return JobSlot.LIMIT
+    if team is not None and team_is_full(team, running_by_team(now)):  # a team's job only
         return JobSlot.LIMIT
     for other, _, _ in queued_slots():
         if other != owner and running[other] < mine:
@@ -129,9 +131,10 @@ def wake_slots(now: datetime | None = None) -> list[JobSlot]:
     running = running_by_owner(now)
     queued = queued_slots()
     busy = running + Counter(owner for owner, _, _ in queued)
-    team_busy = running_by_team(now) + count_by(
-        active_slots().filter(token="", waiting=""), "job__study__team_id"
-    )
+    team_busy: Counter[int | None] = Counter()
+    if any(slot.job.study.team_id is not None for slot in parked):  # only teams' slots need it
+        in_queue = active_slots().filter(token="", waiting="")
+        team_busy = running_by_team(now) + count_by(in_queue, "job__study__team_id")
     limit = max_running_slots()
     parked.sort(key=lambda s: (running[s.job.created_by_id], s.enqueued_at or now, s.pk))
     woken = []
