@@ -40,6 +40,7 @@ USERNAME = OpenApiParameter(
 )
 # Django's usernames: letters, digits and @.+-_, at most 150 characters.
 USERNAME_PATTERN = r"[\w.@+-]{1,150}"
+NO_SUCH_TEAM = "No such team, or not one of yours."
 LAST_ADMIN = {409: OpenApiResponse(description="The change would leave the team without an admin.")}
 
 
@@ -113,7 +114,7 @@ class TeamViewSet(APIViewSet):
         try:
             return team_for(self.request.user, int(pk))
         except NoSuchTeam:
-            raise NotFound("No such team, or not one of yours.") from None
+            raise NotFound(NO_SUCH_TEAM) from None
 
     @extend_schema(
         summary="Your teams (staff: every team)",
@@ -136,7 +137,10 @@ class TeamViewSet(APIViewSet):
         return Response(self.team_data(team.pk), status=status.HTTP_201_CREATED)
 
     def team_data(self, pk: int) -> dict[str, Any]:
-        team = self.get_queryset().get(pk=pk)
+        """The team with its members, read with the list's own query (a 404 outside it)."""
+        team = self.get_queryset().filter(pk=pk).first()
+        if team is None:
+            raise NotFound(NO_SUCH_TEAM)
         return TeamDetailSerializer(team, context=self.get_serializer_context()).data
 
     @extend_schema(
@@ -145,7 +149,7 @@ class TeamViewSet(APIViewSet):
         responses={200: TeamDetailSerializer, 401: ERRORS[401], 404: ERRORS[404]},
     )
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(self.team_data(self.team(pk).pk))
+        return Response(self.team_data(int(pk)))
 
     @extend_schema(
         summary="Add a member (team admins)",
