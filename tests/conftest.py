@@ -65,15 +65,18 @@ def redis_url() -> str:
     return require_service("Redis", REDIS_URL)
 
 
-def token_for(user, name: str = "tests") -> str:
-    """A new API token's key for ``user`` (the database keeps only its hash)."""
-    return ApiToken.issue(user, name)[1]
+def token_for(user, name: str = "tests", **token: Any) -> str:
+    """A new API token's key for ``user`` (the database keeps only its hash).
+
+    ``token``: what ApiToken.issue also takes (scope, team, expires_at).
+    """
+    return ApiToken.issue(user, name, **token)[1]
 
 
-def client_for(user) -> APIClient:
+def client_for(user, **token: Any) -> APIClient:
     """An API client that authenticates as ``user`` with a token, as scripts do."""
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user, **token)}")
     return client
 
 

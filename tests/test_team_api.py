@@ -28,13 +28,6 @@ from tests.test_jobs import fast as fast  # noqa: PLC0414
 pytestmark = pytest.mark.django_db
 
 
-def api_as(user, **token: object) -> APIClient:
-    client = APIClient()
-    key = ApiToken.issue(user, "tests", **token)[1]
-    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
-    return client
-
-
 @pytest.fixture
 def carol(django_user_model) -> User:
     return django_user_model.objects.create_user("carol", password="pw-carol-1")
@@ -162,7 +155,7 @@ def test_a_team_keeps_an_admin_the_last_one_cannot_leave_or_step_down(team, alic
 
 
 def test_a_read_token_cannot_create_teams_or_change_members(team, alice):
-    reader = api_as(alice, scope="read")
+    reader = client_for(alice, scope="read")
     assert reader.get(f"/api/teams/{team.pk}/").status_code == 200
     assert reader.post("/api/teams/", {"name": "more"}, format="json").status_code == 403
     body = {"username": "x", "role": "viewer"}

@@ -15,18 +15,11 @@ from rest_framework.test import APIClient
 
 from studies.actions import do_create_study
 from studies.config.study import clean_study_config
-from studies.models import ApiToken, AuditEntry, Membership, Study, Team
+from studies.models import AuditEntry, Membership, Study, Team
 from studies.teams import do_add_member, do_create_team, do_remove_member
-from tests.conftest import token_for
+from tests.conftest import client_for, token_for
 
 pytestmark = pytest.mark.django_db
-
-
-def api_as(user, **token: object) -> APIClient:
-    client = APIClient()
-    key = ApiToken.issue(user, "tests", **token)[1]
-    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
-    return client
 
 
 def remote(user, method: str, **args: object):
@@ -72,7 +65,7 @@ def pages(study: Study) -> list[str]:
 
 
 def test_a_private_study_is_not_found_outside_its_team(bob, private):
-    api = api_as(bob)
+    api = client_for(bob)
     for url in faces(private):
         assert api.get(url).status_code == 404, url
     assert private.pk not in [s["id"] for s in api.get("/api/studies/").json()["results"]]
@@ -91,7 +84,7 @@ def test_a_private_study_is_not_found_outside_its_team(bob, private):
 def test_an_internal_study_is_read_by_everyone_and_changed_by_its_team(bob, alice, team):
     config = clean_study_config({"name": "open-sweep"})
     study = do_create_study(alice, {**config, "team": team, "visibility": "internal"})
-    api = api_as(bob)
+    api = client_for(bob)
     assert api.get(f"/api/studies/{study.pk}/").status_code == 200
     assert api.patch(f"/api/studies/{study.pk}/", {"name": "x"}, format="json").status_code == 403
     assert api.post(f"/api/studies/{study.pk}/ask/", {}, format="json").status_code == 403
@@ -100,7 +93,7 @@ def test_an_internal_study_is_read_by_everyone_and_changed_by_its_team(bob, alic
 @pytest.mark.parametrize(("role", "reads", "writes"), [("viewer", 200, 403), ("editor", 200, 200)])
 def test_roles(alice, bob, team, private, role, reads, writes):
     do_add_member(team, alice, "bob", role)
-    api = api_as(bob)
+    api = client_for(bob)
     assert api.get(f"/api/studies/{private.pk}/").status_code == reads
     response = api.patch(f"/api/studies/{private.pk}/", {"name": "renamed"}, format="json")
     assert response.status_code == writes, response.content
@@ -110,7 +103,7 @@ def test_roles(alice, bob, team, private, role, reads, writes):
 
 def test_removing_a_member_ends_their_access_at_once(alice, bob, team, private):
     do_add_member(team, alice, "bob", "editor")
-    api = api_as(bob)
+    api = client_for(bob)
     assert api.get(f"/api/studies/{private.pk}/").status_code == 200
     do_remove_member(team, alice, "bob")
     assert api.get(f"/api/studies/{private.pk}/").status_code == 404
@@ -118,7 +111,7 @@ def test_removing_a_member_ends_their_access_at_once(alice, bob, team, private):
 
 
 def test_a_read_token_reads_and_may_not_write(alice, private):
-    api = api_as(alice, scope="read")
+    api = client_for(alice, scope="read")
     assert api.get(f"/api/studies/{private.pk}/").status_code == 200
     response = api.patch(f"/api/studies/{private.pk}/", {"name": "renamed"}, format="json")
     assert response.status_code == 403
@@ -131,7 +124,7 @@ def test_a_read_token_reads_and_may_not_write(alice, private):
 def test_a_team_token_sees_only_its_team(alice, team, private):
     config = clean_study_config({"name": "mine-alone"})
     own = do_create_study(alice, {**config, "visibility": "internal"})
-    api = api_as(alice, team=team)
+    api = client_for(alice, team=team)
     assert api.get(f"/api/studies/{own.pk}/").status_code == 404
     assert api.get(f"/api/studies/{private.pk}/").status_code == 200
     made = api.post("/api/studies/", {"name": "made-by-team-token"}, format="json")
@@ -140,7 +133,7 @@ def test_a_team_token_sees_only_its_team(alice, team, private):
 
 
 def test_a_study_goes_only_into_a_team_one_edits_in(bob, team):
-    api = api_as(bob)
+    api = client_for(bob)
     response = api.post("/api/studies/", {"name": "intruder", "team": team.pk}, format="json")
     assert response.status_code == 400
     assert "team" in response.json()
@@ -148,9 +141,9 @@ def test_a_study_goes_only_into_a_team_one_edits_in(bob, team):
 
 
 def test_changes_are_audited_once_and_refusals_never(alice, bob, private):
-    api = api_as(alice)
+    api = client_for(alice)
     assert api.patch(f"/api/studies/{private.pk}/", {"name": "n2"}, format="json").status_code
-    assert api_as(bob).delete(f"/api/studies/{private.pk}/").status_code == 404
+    assert client_for(bob).delete(f"/api/studies/{private.pk}/").status_code == 404
     assert api.delete(f"/api/studies/{private.pk}/").status_code == 204
     entries = AuditEntry.objects.filter(study_id=private.pk).order_by("at", "id")
     assert [(e.action, e.actor_name) for e in entries] == [
@@ -164,13 +157,13 @@ def test_changes_are_audited_once_and_refusals_never(alice, bob, private):
 
 
 def test_tokens_are_made_with_a_scope_and_a_team(alice, bob, team):
-    api = api_as(alice)
+    api = client_for(alice)
     made = api.post("/api/tokens/", {"name": "ci", "scope": "read", "team": team.pk}, format="json")
     assert made.status_code == 201, made.content
     assert (made.json()["scope"], made.json()["team"]) == ("read", team.pk)
     reader = APIClient()
     reader.credentials(HTTP_AUTHORIZATION=f"Token {made.json()['key']}")
     assert reader.post("/api/studies/", {"name": "x"}, format="json").status_code == 403
-    foreign = api_as(bob).post("/api/tokens/", {"name": "t", "team": team.pk}, format="json")
+    foreign = client_for(bob).post("/api/tokens/", {"name": "t", "team": team.pk}, format="json")
     assert foreign.status_code == 400
     assert "team" in foreign.json()
