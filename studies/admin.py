@@ -83,12 +83,8 @@ class StudyAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">open</a>', obj.get_absolute_url())
 
 
-@admin.register(Trial)
-class TrialAdmin(admin.ModelAdmin):
-    list_display = ("study", "number", "state", "value", "datetime_start", "heartbeat", "page_link")
-    list_filter = ("state",)
-    search_fields = ("study__name",)
-    list_select_related = ("study",)
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows to look at: nothing here adds, changes or deletes one."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -97,8 +93,17 @@ class TrialAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        # As in Optuna, a trial goes only with its study (the study's counts stay true).
         return False
+
+
+@admin.register(Trial)
+class TrialAdmin(ReadOnlyAdmin):
+    """Optuna owns trial data; a trial goes only with its study (its counts stay true)."""
+
+    list_display = ("study", "number", "state", "value", "datetime_start", "heartbeat", "page_link")
+    list_filter = ("state",)
+    search_fields = ("study__name",)
+    list_select_related = ("study",)
 
     @admin.display(description="page")
     def page_link(self, obj: Trial) -> str:
@@ -283,22 +288,13 @@ class TeamAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
-    """The audit trail, to read: nothing here adds, changes or deletes an entry."""
+class AuditEntryAdmin(ReadOnlyAdmin):
+    """The audit trail, to read."""
 
     list_display = ("at", "actor_name", "action", "target", "via", "address")
     list_filter = ("action", "via")
     search_fields = ("actor_name", "target")
     date_hierarchy = "at"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(ApiToken)
